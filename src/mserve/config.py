@@ -1,0 +1,288 @@
+"""Typed, frozen settings: the model config (``config.yaml``) and the server settings.
+
+Shapes in a model config are the full shapes the model computes on, batch dimension included, as
+the metadata endpoint reports them and as clients send them. When ``max_batch_size`` is above 0
+the first dimension of every input and output is the batch dimension and must be -1.
+
+Every loader check raises :class:`~mserve.errors.ConfigError` naming the file, the field and what
+was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mserve.errors import ConfigError
+from mserve.protocol import DATATYPES, TensorSpec
+
+BACKENDS = ("onnxruntime",)
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """Execution settings handed to the runtime."""
+
+    intra_op_threads: int = 0  # 0: let the runtime choose
+    inter_op_threads: int = 0
+    execution_providers: tuple[str, ...] = ()  # empty: the best the machine has, CPU last
+    graph_optimization_level: str = "all"
+    warmup: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions of a model to serve: the latest N, all, or a specific list."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those present on disk, ascending."""
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.specific]
+        return ordered[-self.latest :] if self.latest > 0 else []
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A model's configuration, from its ``config.yaml`` or read from the model itself."""
+
+    name: str
+    backend: str = "onnxruntime"
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    max_batch_size: int = 0
+    instance_count: int = 1
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How the server listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_level: str = "warning"
+
+
+_MODEL_FIELDS = {
+    "name",
+    "backend",
+    "inputs",
+    "outputs",
+    "max_batch_size",
+    "instance_count",
+    "runtime",
+    "version_policy",
+}
+_RUNTIME_FIELDS = {
+    "intra_op_threads",
+    "inter_op_threads",
+    "execution_providers",
+    "graph_optimization_level",
+    "warmup",
+}
+_TENSOR_FIELDS = {"name", "datatype", "shape"}
+
+
+def load_model_config(path: Path, default_name: str) -> ModelConfig:
+    """Read and validate a ``config.yaml``; ``default_name`` is used when it names no model."""
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "(file)", f"valid YAML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(source, "(file)", f"a readable file ({exc.strerror})") from None
+    if raw is None:
+        raw = {}
+    return parse_model_config(raw, source, default_name)
+
+
+def parse_model_config(raw: object, source: str, default_name: str) -> ModelConfig:
+    """Validate a decoded config mapping; ``source`` names it in error messages."""
+    m = _mapping(raw, source, "(top level)")
+    _no_unknown(m, _MODEL_FIELDS, source, "")
+    name = m.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(source, "name", "a non-empty string", name)
+    if name != default_name:
+        raise ConfigError(source, "name", f"the directory's name '{default_name}'", name)
+    backend = m.get("backend", "onnxruntime")
+    if backend not in BACKENDS:
+        raise ConfigError(source, "backend", f"one of {', '.join(BACKENDS)}", backend)
+    max_batch = _int(m.get("max_batch_size", 0), source, "max_batch_size", minimum=0)
+    instances = _int(m.get("instance_count", 1), source, "instance_count", minimum=1)
+    inputs = _tensors(m.get("inputs", []), source, "inputs", max_batch)
+    outputs = _tensors(m.get("outputs", []), source, "outputs", max_batch)
+    return ModelConfig(
+        name=name,
+        backend=backend,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=max_batch,
+        instance_count=instances,
+        runtime=_runtime(m.get("runtime", {}), source),
+        version_policy=_version_policy(m.get("version_policy", {"latest": 1}), source),
+    )
+
+
+def _mapping(value: object, source: str, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, where, "a mapping", type(value).__name__)
+    return value
+
+
+def _no_unknown(m: Mapping[str, Any], known: set[str], source: str, prefix: str) -> None:
+    for key in m:
+        if key not in known:
+            raise ConfigError(
+                source, f"{prefix}{key}", f"one of the known fields {', '.join(sorted(known))}"
+            )
+
+
+def _int(value: object, source: str, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(source, where, f"an integer >= {minimum}", value)
+    return value
+
+
+def _tensors(value: object, source: str, where: str, max_batch: int) -> tuple[TensorSpec, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(source, where, "a list of {name, datatype, shape}", value)
+    specs: list[TensorSpec] = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        t = _mapping(item, source, at)
+        _no_unknown(t, _TENSOR_FIELDS, source, f"{at}.")
+        name = t.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(source, f"{at}.name", "a non-empty string", name)
+        datatype = t.get("datatype")
+        if datatype not in DATATYPES:
+            raise ConfigError(
+                source, f"{at}.datatype", f"a V2 datatype ({', '.join(DATATYPES)})", datatype
+            )
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d >= 0) for d in shape
+        ):
+            raise ConfigError(
+                source, f"{at}.shape", "a list of dimensions (integers >= 0, or -1 for free)", shape
+            )
+        if max_batch > 0 and (not shape or shape[0] != -1):
+            raise ConfigError(
+                source,
+                f"{at}.shape",
+                "-1 as the first dimension, the batch dimension, since max_batch_size > 0",
+                shape,
+            )
+        if any(s.name == name for s in specs):
+            raise ConfigError(source, f"{at}.name", "a name not used twice", name)
+        specs.append(TensorSpec(name, datatype, tuple(shape)))
+    return tuple(specs)
+
+
+def _runtime(value: object, source: str) -> RuntimeOptions:
+    m = _mapping(value, source, "runtime")
+    _no_unknown(m, _RUNTIME_FIELDS, source, "runtime.")
+    providers = m.get("execution_providers", [])
+    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
+        raise ConfigError(
+            source,
+            "runtime.execution_providers",
+            "a list of provider names such as CPUExecutionProvider",
+            providers,
+        )
+    level = m.get("graph_optimization_level", "all")
+    if level not in GRAPH_OPTIMIZATION_LEVELS:
+        raise ConfigError(
+            source,
+            "runtime.graph_optimization_level",
+            f"one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}",
+            level,
+        )
+    warmup = m.get("warmup", True)
+    if not isinstance(warmup, bool):
+        raise ConfigError(source, "runtime.warmup", "true or false", warmup)
+    return RuntimeOptions(
+        intra_op_threads=_int(m.get("intra_op_threads", 0), source, "runtime.intra_op_threads", 0),
+        inter_op_threads=_int(m.get("inter_op_threads", 0), source, "runtime.inter_op_threads", 0),
+        execution_providers=tuple(providers),
+        graph_optimization_level=level,
+        warmup=warmup,
+    )
+
+
+def _version_policy(value: object, source: str) -> VersionPolicy:
+    expected = "'all', {latest: N}, {all: {}} or {specific: [versions]}"
+    if value == "all":
+        return VersionPolicy(kind="all")
+    m = _mapping(value, source, "version_policy")
+    if len(m) != 1:
+        raise ConfigError(source, "version_policy", expected, dict(m))
+    ((kind, arg),) = m.items()
+    if kind == "all":
+        return VersionPolicy(kind="all")
+    if kind == "latest":
+        n = _int(arg, source, "version_policy.latest", minimum=1)
+        return VersionPolicy(kind="latest", latest=n)
+    if kind == "specific":
+        if (
+            not isinstance(arg, list)
+            or not arg
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in arg)
+        ):
+            raise ConfigError(
+                source, "version_policy.specific", "a non-empty list of version numbers > 0", arg
+            )
+        return VersionPolicy(kind="specific", specific=tuple(arg))
+    raise ConfigError(source, "version_policy", expected, dict(m))
+
+
+def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """The config.yaml form of a model config (what :func:`parse_model_config` reads back)."""
+    policy: Any
+    vp = config.version_policy
+    if vp.kind == "all":
+        policy = "all"
+    elif vp.kind == "specific":
+        policy = {"specific": list(vp.specific)}
+    else:
+        policy = {"latest": vp.latest}
+    rt = config.runtime
+    return {
+        "name": config.name,
+        "backend": config.backend,
+        "max_batch_size": config.max_batch_size,
+        "instance_count": config.instance_count,
+        "inputs": [t.to_dict() for t in config.inputs],
+        "outputs": [t.to_dict() for t in config.outputs],
+        "runtime": {
+            "intra_op_threads": rt.intra_op_threads,
+            "inter_op_threads": rt.inter_op_threads,
+            "execution_providers": list(rt.execution_providers),
+            "graph_optimization_level": rt.graph_optimization_level,
+            "warmup": rt.warmup,
+        },
+        "version_policy": policy,
+    }
+
+
+def write_model_config(path: Path, config: ModelConfig) -> None:
+    """Write a config.yaml that :func:`load_model_config` reads back to the same config."""
+    path.write_text(yaml.safe_dump(model_config_to_dict(config), sort_keys=False))

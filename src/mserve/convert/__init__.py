@@ -1,0 +1,1 @@
+"""Trained models -> ONNX, written into a model repository."""

@@ -1,0 +1,142 @@
+"""The one exception tree of mserve.
+
+Every error a user can meet is one of these. Each builds its message from typed fields, so the
+message always says what was wrong and what was expected. Transports (HTTP, gRPC) and the CLI map
+the classes below to their own codes with one table each; nothing here knows about them.
+
+    MserveError
+    ├── InvalidRequest            the caller sent something the server cannot accept
+    │   ├── MalformedRequest          not parseable (bad JSON, lying binary header, ...)
+    │   ├── InvalidInput              a tensor's name, datatype, shape or data is wrong
+    │   └── PayloadTooLarge           a body or tensor over the configured limit
+    ├── NotFound                  the thing named does not exist
+    │   ├── ModelNotFound             unknown model, or unknown version of a known model
+    │   └── RouteNotFound             no such endpoint
+    ├── Unavailable               exists, but cannot answer now
+    │   └── ModelNotReady             known but not loaded (loading, unloaded, failed)
+    ├── ModelFailure              the model itself raised while computing
+    ├── ConfigError               a config file or field is wrong (names file, field, expectation)
+    └── RepositoryError           a model directory cannot be turned into a loadable model
+"""
+
+from __future__ import annotations
+
+
+class MserveError(Exception):
+    """Base of every error mserve raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(MserveError):
+    """The request cannot be accepted as sent."""
+
+
+class MalformedRequest(InvalidRequest):
+    """The request body or headers cannot be parsed."""
+
+
+class InvalidInput(InvalidRequest):
+    """A tensor in the request does not match what the model expects."""
+
+    def __init__(self, model: str, tensor: str, problem: str) -> None:
+        super().__init__(f"model '{model}', input '{tensor}': {problem}")
+        self.model = model
+        self.tensor = tensor
+        self.problem = problem
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A request body exceeds the configured limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class NotFound(MserveError):
+    """The named resource does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No such model, or no such version of it."""
+
+    def __init__(self, name: str, version: str | None = None, known: list[str] | None = None):
+        if version is None:
+            msg = f"unknown model '{name}'"
+            if known is not None:
+                msg += f"; known models: {', '.join(known) if known else '(none)'}"
+        else:
+            msg = f"unknown version '{version}' of model '{name}'"
+            if known is not None:
+                msg += f"; available versions: {', '.join(known) if known else '(none)'}"
+        super().__init__(msg)
+        self.name = name
+        self.version = version
+
+
+class RouteNotFound(NotFound):
+    """No endpoint answers this method and path."""
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"no route for {method} {path}")
+        self.method = method
+        self.path = path
+
+
+class Unavailable(MserveError):
+    """The resource exists but cannot answer now."""
+
+
+class ModelNotReady(Unavailable):
+    """The model is known but not loaded."""
+
+    def __init__(self, name: str, version: str | None, state: str, reason: str = "") -> None:
+        what = f"model '{name}'" + (f" version '{version}'" if version else "")
+        msg = f"{what} is not ready (state: {state})"
+        if reason:
+            msg += f": {reason}"
+        super().__init__(msg)
+        self.name = name
+        self.version = version
+        self.state = state
+        self.reason = reason
+
+
+class ModelFailure(MserveError):
+    """The model raised while computing a request."""
+
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        super().__init__(f"model '{name}' version '{version}' failed: {reason}")
+        self.name = name
+        self.version = version
+        self.reason = reason
+
+
+class ConfigError(MserveError):
+    """A configuration value is wrong; the message names the file, the field and the expectation."""
+
+    def __init__(self, source: str, field: str, expected: str, got: object = None) -> None:
+        msg = f"{source}: field '{field}': expected {expected}"
+        if got is not None:
+            msg += f", got {got!r}"
+        super().__init__(msg)
+        self.source = source
+        self.field = field
+        self.expected = expected
+        self.got = got
+
+
+class RepositoryError(MserveError):
+    """A model directory cannot be turned into a loadable model."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem

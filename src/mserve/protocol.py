@@ -1,0 +1,159 @@
+"""Wire-neutral types of the Open Inference Protocol V2: tensors, requests, responses, metadata.
+
+Transports decode their bytes into these types and encode these types back into bytes; the data
+plane and the runtimes see nothing else. Tensor data is always a numpy array whose shape is the
+tensor's shape; BYTES tensors are object arrays of ``bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Parameters = dict[str, Any]
+
+#: V2 datatype name -> numpy dtype. BYTES travels as an object array of ``bytes``.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+
+_BY_DTYPE: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPES.items()}
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype for a V2 datatype name; KeyError when the name is not a V2 datatype."""
+    return DATATYPES[datatype]
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The V2 datatype name for a numpy array (str, bytes and object arrays are BYTES)."""
+    if array.dtype.kind in ("U", "S", "O"):
+        return "BYTES"
+    try:
+        return _BY_DTYPE[array.dtype]
+    except KeyError:
+        raise TypeError(f"numpy dtype {array.dtype} has no V2 datatype") from None
+
+
+def element_size(datatype: str) -> int:
+    """Bytes per element of a fixed-size datatype (0 for BYTES)."""
+    return 0 if datatype == "BYTES" else DATATYPES[datatype].itemsize
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A model input or output as the model declares it; -1 marks a free dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A named tensor of a request or response."""
+
+    name: str
+    datatype: str
+    data: np.ndarray
+    parameters: Parameters = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    """An output the client asked for, with its parameters (e.g. ``binary_data``)."""
+
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """One inference request, as decoded by a transport."""
+
+    model_name: str
+    model_version: str | None
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """One inference response, ready for a transport to encode."""
+
+    model_name: str
+    model_version: str
+    outputs: list[Tensor]
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """What ``GET /v2/models/NAME`` answers."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": list(self.versions),
+            "platform": self.platform,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    """What ``GET /v2`` answers."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "extensions": list(self.extensions)}
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    """One row of the model repository index."""
+
+    name: str
+    version: str | None
+    state: str
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": self.name, "state": self.state, "reason": self.reason}
+        if self.version is not None:
+            row["version"] = self.version
+        return row

@@ -1,0 +1,155 @@
+"""``mserve quickstart``: train a real model, put it in a repository, serve it, call it, measure.
+
+Everything runs on this machine with data that scikit-learn ships (the digits images); nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mserve.config import ModelConfig
+from mserve.protocol import TensorSpec
+
+Step = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class QuickstartResult:
+    """What the quickstart measured."""
+
+    repository: Path
+    model: str
+    url: str
+    test_rows: int
+    accuracy_in_process: float
+    accuracy_served: float
+    agreement: float  # fraction of rows where served and in-process labels agree
+    max_abs_prob_diff: float
+    requests: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def train_digits(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A small MLP trained on scikit-learn's digits; returns model and train/test splits."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.25, random_state=seed, stratify=y
+    )
+    model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=seed)
+    model.fit(x_train, y_train)
+    return model, x_train, x_test, y_train, y_test
+
+
+def write_digits_model(repository: Path, model: Any, name: str = "digits") -> ModelConfig:
+    """Convert the fitted classifier to ONNX and place it as version 1 with its config."""
+    from mserve.convert.sklearn import sklearn_to_onnx
+    from mserve.repository import write_model
+
+    onx = sklearn_to_onnx(model, n_features=64)
+    config = ModelConfig(
+        name=name,
+        inputs=(TensorSpec("input", "FP32", (-1, 64)),),
+        outputs=(
+            TensorSpec("label", "INT64", (-1,)),
+            TensorSpec("probabilities", "FP32", (-1, 10)),
+        ),
+        max_batch_size=64,
+    )
+    write_model(repository, config, 1, onx.SerializeToString())
+    return config
+
+
+def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> QuickstartResult:
+    """Train, write, serve, call over V2 with tritonclient, and compare with the model itself."""
+    import tritonclient.http as httpclient
+
+    from mserve.server.process import ServerProcess
+
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    step("training an MLP on scikit-learn's digits")
+    model, _, x_test, _, y_test = train_digits()
+    expected_labels = model.predict(x_test)
+    expected_probs = model.predict_proba(x_test).astype(np.float32)
+    seconds["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    repository = workdir / "models"
+    step(f"converting to ONNX into {repository}")
+    write_digits_model(repository, model)
+    seconds["convert"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    step("starting mserve serve")
+    server = ServerProcess(repository).start()
+    seconds["start"] = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        step(f"sending {len(x_test)} test images through {server.url} with tritonclient")
+        client = httpclient.InferenceServerClient(server.host + ":" + str(server.port))
+        labels = np.empty(len(x_test), dtype=np.int64)
+        probs = np.empty((len(x_test), 10), dtype=np.float32)
+        requests = 0
+        for start in range(0, len(x_test), batch):
+            rows = x_test[start : start + batch]
+            inp = httpclient.InferInput("input", list(rows.shape), "FP32")
+            inp.set_data_from_numpy(rows, binary_data=requests % 2 == 0)  # both encodings
+            result = client.infer(
+                "digits",
+                [inp],
+                outputs=[
+                    httpclient.InferRequestedOutput("label", binary_data=True),
+                    httpclient.InferRequestedOutput("probabilities", binary_data=False),
+                ],
+            )
+            labels[start : start + len(rows)] = result.as_numpy("label")
+            probs[start : start + len(rows)] = result.as_numpy("probabilities")
+            requests += 1
+        client.close()
+        seconds["infer"] = time.perf_counter() - t
+    finally:
+        server.stop()
+    return QuickstartResult(
+        repository=repository,
+        model="digits",
+        url=server.url,
+        test_rows=len(x_test),
+        accuracy_in_process=float(np.mean(expected_labels == y_test)),
+        accuracy_served=float(np.mean(labels == y_test)),
+        agreement=float(np.mean(labels == expected_labels)),
+        max_abs_prob_diff=float(np.max(np.abs(probs - expected_probs))),
+        requests=requests,
+        seconds=seconds,
+    )
+
+
+def how_to_call(repository: Path) -> str:
+    """The commands a user runs next: serve the repository, call it with curl and Python."""
+    zeros = ", ".join(["0.0"] * 64)
+    return f"""Serve it:
+  mserve serve {repository} --port 8000
+
+Call it with curl (V2 JSON):
+  curl -s localhost:8000/v2/models/digits/infer -H 'content-type: application/json' \\
+    -d '{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 64], \\
+          "data": [{zeros}]}}]}}'
+
+Call it from Python (tritonclient):
+  import numpy as np, tritonclient.http as http
+  client = http.InferenceServerClient("localhost:8000")
+  x = http.InferInput("input", [1, 64], "FP32")
+  x.set_data_from_numpy(np.zeros((1, 64), np.float32))
+  print(client.infer("digits", [x]).as_numpy("label"))"""

@@ -1,0 +1,1 @@
+"""The inference server: model manager, data plane, transports, composition root."""

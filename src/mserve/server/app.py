@@ -1,0 +1,170 @@
+"""The composition root: builds repository, models, data plane and transports, and serves them.
+
+``serve`` binds the listening socket once; with ``workers > 1`` it starts that many processes
+(spawned, so no ONNX Runtime state crosses a fork) that share the socket, and restarts a worker
+that dies. Each worker loads the models itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mserve.config import ServerSettings
+from mserve.repository import Repository
+from mserve.server.dataplane import DataPlane
+from mserve.server.http.app import HttpApp
+from mserve.server.models import ModelManager, RuntimeFactory, default_runtime_factory
+
+log = logging.getLogger("mserve.server")
+
+Announce = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class Server:
+    """Everything one worker process serves."""
+
+    dataplane: DataPlane
+    http: HttpApp
+
+
+def build(
+    repository: Path,
+    settings: ServerSettings,
+    runtime_factory: RuntimeFactory = default_runtime_factory,
+) -> Server:
+    """Load every model of the repository and wire the transports to one data plane."""
+    models = ModelManager(Repository(repository), runtime_factory)
+    models.load_all()
+    dataplane = DataPlane(models)
+    dataplane.set_ready(True)
+    return Server(dataplane, HttpApp(dataplane, max_body_bytes=settings.max_body_bytes))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, shared by every worker."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(repository: Path, settings: ServerSettings, announce: Announce | None = None) -> None:
+    """Serve the repository until SIGINT / SIGTERM; blocks."""
+    sock = bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    if settings.workers <= 1:
+        _serve_worker(repository, settings, sock, announce, port)
+        return
+    _supervise(repository, settings, sock, announce, port)
+
+
+def _serve_worker(
+    repository: Path,
+    settings: ServerSettings,
+    sock: socket.socket,
+    announce: Announce | None,
+    port: int,
+) -> None:
+    import uvicorn
+
+    server = build(repository, settings)
+    if announce is not None:
+        ready = [r.name for r in server.dataplane.repository_index(ready_only=True)]
+        announce(
+            f"serving {len(set(ready))} model(s) [{', '.join(sorted(set(ready)))}] on "
+            f"http://{settings.host}:{port} with {settings.workers} worker(s)"
+        )
+    config = uvicorn.Config(
+        server.http,
+        loop=_loop(),
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        server.dataplane.models.close()
+
+
+def _loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return "asyncio"
+    return "uvloop"
+
+
+def _worker_main(
+    repository: Path, settings: ServerSettings, sock: socket.socket, announce_first: bool
+) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(name)s: %(message)s")
+    announce: Announce | None = None
+    if announce_first:
+
+        def announce(msg: str) -> None:
+            print(f"mserve: {msg}", file=sys.stderr, flush=True)
+
+    _serve_worker(repository, settings, sock, announce, sock.getsockname()[1])
+
+
+def _supervise(
+    repository: Path,
+    settings: ServerSettings,
+    sock: socket.socket,
+    announce: Announce | None,
+    port: int,
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(first: bool) -> Any:
+        p = ctx.Process(
+            target=_worker_main,
+            args=(repository, settings, sock, first and announce is not None),
+            name="mserve-worker",
+        )
+        p.start()
+        return p
+
+    workers = [start(i == 0) for i in range(settings.workers)]
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in workers:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for i, p in enumerate(workers):
+                if not p.is_alive() and not stopping:
+                    log.error("worker pid %s exited with %s; starting a new one", p.pid, p.exitcode)
+                    workers[i] = start(False)
+    finally:
+        for p in workers:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        sock.close()

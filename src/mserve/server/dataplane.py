@@ -1,0 +1,126 @@
+"""Live / ready / metadata / infer / repository / statistics: the logic every transport calls.
+
+Transports decode their wire format into :mod:`mserve.protocol` types, call one method here, and
+encode what it returns; they decide nothing themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mserve import __version__
+from mserve.errors import InvalidRequest
+from mserve.protocol import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    ServerMetadata,
+)
+from mserve.server.models import ModelManager, ModelVersion
+
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_repository",
+    "statistics",
+    "model_configuration",
+)
+
+_TRITON_TYPES = {"BYTES": "TYPE_STRING"}
+
+
+class DataPlane:
+    """The server's behaviour, independent of any wire format."""
+
+    def __init__(self, models: ModelManager, name: str = "mserve") -> None:
+        self.models = models
+        self.name = name
+        self._ready = False
+        self._live = True
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return self._live
+
+    def ready(self) -> bool:
+        """True once start-up loading is done and until shutdown begins."""
+        return self._live and self._ready
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
+
+    def metadata(self) -> ServerMetadata:
+        return ServerMetadata(self.name, __version__, EXTENSIONS)
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.models.is_ready(name, version)
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        return self.models.metadata(name, version)
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """The effective config in Triton's model-configuration JSON shape (for its clients)."""
+        mv = self.models.get(name, version)
+        cfg = mv.config
+        batched = cfg.max_batch_size > 0
+
+        def tensors(specs: tuple[Any, ...]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "name": s.name,
+                    "data_type": _TRITON_TYPES.get(s.datatype, f"TYPE_{s.datatype}"),
+                    "dims": list(s.shape[1:] if batched else s.shape),
+                }
+                for s in specs
+            ]
+
+        return {
+            "name": cfg.name,
+            "platform": mv.platform,
+            "backend": cfg.backend,
+            "version_policy": _policy(cfg),
+            "max_batch_size": cfg.max_batch_size,
+            "input": tensors(cfg.inputs),
+            "output": tensors(cfg.outputs),
+            "instance_group": [{"count": cfg.instance_count, "kind": "KIND_CPU"}],
+        }
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        return await self.models.get(request.model_name, request.model_version).infer(request)
+
+    def lookup(self, name: str, version: str | None = None) -> ModelVersion:
+        """The model version a request would go to (transports use its signature to decode)."""
+        return self.models.get(name, version)
+
+    # -- repository and statistics ---------------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        rows = self.models.index()
+        return [r for r in rows if r.state == "READY"] if ready_only else rows
+
+    async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        if parameters:
+            unsupported = sorted(parameters)
+            raise InvalidRequest(
+                f"load parameters {', '.join(unsupported)} are not supported; "
+                "place the model in the repository and load it by name"
+            )
+        await self.models.load_async(name)
+
+    async def unload(self, name: str) -> None:
+        await self.models.unload_async(name)
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        return {"model_stats": [mv.stats.to_dict() for mv in self.models.versions(name, version)]}
+
+
+def _policy(cfg: Any) -> dict[str, Any]:
+    p = cfg.version_policy
+    if p.kind == "all":
+        return {"all": {}}
+    if p.kind == "specific":
+        return {"specific": {"versions": list(p.specific)}}
+    return {"latest": {"num_versions": p.latest}}

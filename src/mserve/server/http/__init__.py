@@ -1,0 +1,1 @@
+"""V2 over REST: routes, codec, status table."""

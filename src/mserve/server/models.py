@@ -1,0 +1,447 @@
+"""The loaded models: load / unload / reload from the repository, readiness, versions, inference.
+
+A :class:`ModelVersion` is one version ready to compute: its runtime instances, its effective
+signature (config and model reconciled), and its statistics. :class:`ModelManager` holds them by
+name and version and swaps a reloaded model in only once the new one has loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mserve.config import ModelConfig
+from mserve.errors import (
+    InvalidInput,
+    InvalidRequest,
+    ModelFailure,
+    ModelNotFound,
+    ModelNotReady,
+    MserveError,
+    RepositoryError,
+)
+from mserve.protocol import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    Tensor,
+    TensorSpec,
+    numpy_dtype,
+)
+from mserve.repository import ModelSource, Repository, valid_model_name
+from mserve.runtime import open_runtime
+from mserve.runtime.base import Runtime, warmup_inputs
+from mserve.server.instances import InstancePool
+from mserve.server.statistics import ModelStats
+
+log = logging.getLogger("mserve.models")
+
+RuntimeFactory = Callable[[str, Path, ModelConfig], Runtime]
+
+READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
+
+
+def default_runtime_factory(backend: str, path: Path, config: ModelConfig) -> Runtime:
+    """Open the model file with the backend the config names."""
+    return open_runtime(backend, path, config.runtime)
+
+
+def _fmt(spec: TensorSpec) -> str:
+    return f"{spec.name} ({spec.datatype} {list(spec.shape)})"
+
+
+def reconcile(config: ModelConfig | None, runtime: Runtime, name: str, source: str) -> ModelConfig:
+    """The effective config: the file's, checked against the model, or one read from the model."""
+    if config is None:
+        return ModelConfig(name=name, inputs=runtime.inputs, outputs=runtime.outputs)
+    for declared, actual, kind in (
+        (config.inputs, runtime.inputs, "inputs"),
+        (config.outputs, runtime.outputs, "outputs"),
+    ):
+        if not declared:
+            continue
+        by_name = {s.name: s for s in actual}
+        for spec in declared:
+            model_spec = by_name.get(spec.name)
+            if model_spec is None:
+                raise RepositoryError(
+                    source,
+                    f"{kind} '{spec.name}' is declared in config.yaml but the model has "
+                    f"{', '.join(map(_fmt, actual))}",
+                )
+            if model_spec.datatype != spec.datatype:
+                raise RepositoryError(
+                    source,
+                    f"{kind} '{spec.name}' is declared {spec.datatype} in config.yaml "
+                    f"but the model computes {model_spec.datatype}",
+                )
+            if len(model_spec.shape) != len(spec.shape) or any(
+                m >= 0 and d >= 0 and m != d
+                for m, d in zip(model_spec.shape, spec.shape, strict=True)
+            ):
+                raise RepositoryError(
+                    source,
+                    f"{kind} '{spec.name}' is declared with shape {list(spec.shape)} in "
+                    f"config.yaml but the model has {list(model_spec.shape)}",
+                )
+        if kind == "inputs" and {s.name for s in declared} != set(by_name):
+            raise RepositoryError(
+                source,
+                f"config.yaml declares inputs {', '.join(s.name for s in declared)} but the "
+                f"model needs {', '.join(by_name)}",
+            )
+    inputs = config.inputs or runtime.inputs
+    outputs = config.outputs or runtime.outputs
+    if config.max_batch_size > 0:
+        for spec in (*inputs, *outputs):
+            if not spec.shape or spec.shape[0] != -1:
+                raise RepositoryError(
+                    source,
+                    f"max_batch_size is {config.max_batch_size} but '{spec.name}' has shape "
+                    f"{list(spec.shape)}; a batched model needs -1 as its first dimension",
+                )
+    return ModelConfig(
+        name=config.name,
+        backend=config.backend,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=config.max_batch_size,
+        instance_count=config.instance_count,
+        runtime=config.runtime,
+        version_policy=config.version_policy,
+    )
+
+
+class ModelVersion:
+    """One loaded version of a model."""
+
+    def __init__(self, config: ModelConfig, version: int, runtimes: list[Runtime]) -> None:
+        self.config = config
+        self.name = config.name
+        self.version = str(version)
+        self.platform = runtimes[0].platform
+        self.pool = InstancePool(runtimes, f"{self.name}-v{version}")
+        self.stats = ModelStats(self.name, self.version)
+        self._inputs = {s.name: s for s in config.inputs}
+        self._outputs = {s.name: s for s in config.outputs}
+        self._output_names = [s.name for s in config.outputs]
+        self._dtypes = {s.name: numpy_dtype(s.datatype) for s in config.inputs}
+
+    def warmup(self) -> None:
+        """Run once on zeros so the first request does not pay for lazy initialisation."""
+        self.pool.run_sync(warmup_inputs(self.config.inputs), self._output_names)
+
+    def validate(self, request: InferRequest) -> tuple[dict[str, np.ndarray], list[str], int]:
+        """Check inputs against the signature; return the feed, output names and batch size."""
+        feed: dict[str, np.ndarray] = {}
+        for tensor in request.inputs:
+            spec = self._inputs.get(tensor.name)
+            if spec is None:
+                raise InvalidInput(
+                    self.name,
+                    tensor.name,
+                    "no such input; the model expects " + ", ".join(map(_fmt, self.config.inputs)),
+                )
+            if tensor.name in feed:
+                raise InvalidInput(self.name, tensor.name, "given more than once")
+            if tensor.datatype != spec.datatype:
+                raise InvalidInput(
+                    self.name,
+                    tensor.name,
+                    f"datatype {tensor.datatype} does not match; expected {spec.datatype}",
+                )
+            self._check_shape(spec, tensor.data.shape)
+            feed[tensor.name] = tensor.data
+        if len(feed) != len(self._inputs):
+            missing = [s for name, s in self._inputs.items() if name not in feed]
+            raise InvalidInput(
+                self.name,
+                missing[0].name,
+                "missing; the model expects " + ", ".join(map(_fmt, self.config.inputs)),
+            )
+        if request.outputs:
+            names = []
+            for out in request.outputs:
+                if out.name not in self._outputs:
+                    raise InvalidRequest(
+                        f"model '{self.name}' has no output '{out.name}'; its outputs are "
+                        + ", ".join(map(_fmt, self.config.outputs))
+                    )
+                names.append(out.name)
+        else:
+            names = self._output_names
+        batch = 1
+        if self.config.max_batch_size > 0:
+            batch = next(iter(feed.values())).shape[0]
+            for name, arr in feed.items():
+                if arr.shape[0] != batch:
+                    raise InvalidInput(
+                        self.name,
+                        name,
+                        f"batch dimension is {arr.shape[0]} but other inputs have {batch}; "
+                        "the first dimension of every input is the batch dimension",
+                    )
+        return feed, names, batch
+
+    def _check_shape(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
+        expected = spec.shape
+        ok = len(shape) == len(expected) and all(
+            e < 0 or e == s for e, s in zip(expected, shape, strict=True)
+        )
+        if not ok:
+            note = ""
+            if self.config.max_batch_size > 0 and len(shape) == len(expected) - 1:
+                note = " (the first dimension is the batch dimension; add it, e.g. [1, ...])"
+            raise InvalidInput(
+                self.name,
+                spec.name,
+                f"shape {list(shape)} does not match the expected {list(expected)}"
+                f" (-1 is a free dimension){note}",
+            )
+        mbs = self.config.max_batch_size
+        if mbs > 0 and shape[0] > mbs:
+            raise InvalidInput(
+                self.name,
+                spec.name,
+                f"batch of {shape[0]} rows exceeds max_batch_size {mbs} "
+                "(the first dimension is the batch dimension)",
+            )
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate, run on an instance, and build the response; records statistics."""
+        clock = time.perf_counter_ns
+        t0 = clock()
+        try:
+            feed, names, batch = self.validate(request)
+        except MserveError:
+            self.stats.record_failure(clock() - t0)
+            raise
+        t1 = clock()
+        timed = await self.pool.submit(feed, names)
+        t2 = clock()
+        if timed.error is not None or timed.outputs is None:
+            self.stats.record_failure(t2 - t0)
+            reason = f"{type(timed.error).__name__}: {timed.error}"
+            log.warning("model %s version %s failed: %s", self.name, self.version, reason)
+            raise ModelFailure(self.name, self.version, reason)
+        outputs = [
+            Tensor(name, self._outputs[name].datatype, timed.outputs[name]) for name in names
+        ]
+        t3 = clock()
+        # compute_output also covers the hand-back from the instance thread to the event loop
+        self.stats.record_success(
+            batch,
+            total_ns=t3 - t0,
+            queue_ns=timed.queue_ns,
+            input_ns=t1 - t0,
+            infer_ns=timed.infer_ns,
+            output_ns=max(0, t3 - t1 - timed.queue_ns - timed.infer_ns),
+        )
+        return InferResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=outputs,
+            id=request.id,
+        )
+
+    def close(self) -> None:
+        """Stop taking work; queued requests finish, then the runtimes are released."""
+        self.pool.close()
+
+
+@dataclass(slots=True)
+class _Model:
+    """A model name's state: its loaded versions, or why it has none."""
+
+    state: str
+    versions: dict[int, ModelVersion]
+    reason: str = ""
+
+
+class ModelManager:
+    """All models of one repository, loaded by name; safe to call from the event loop."""
+
+    def __init__(
+        self, repository: Repository, runtime_factory: RuntimeFactory = default_runtime_factory
+    ) -> None:
+        self.repository = repository
+        self._factory = runtime_factory
+        self._models: dict[str, _Model] = {}
+        self._load_lock = threading.Lock()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        """Load every model of the repository; a broken one is recorded, the others load."""
+        for name in self.repository.names():
+            try:
+                self.load(name)
+            except MserveError as exc:
+                log.error("%s", exc)
+
+    def load(self, name: str) -> None:
+        """(Re)load a model from disk; the old versions keep serving until the new ones are up."""
+        if not valid_model_name(name):
+            raise InvalidRequest(
+                f"'{name}' is not a valid model name; expected letters, digits, '_', '.', '-'"
+            )
+        with self._load_lock:
+            try:
+                source = self.repository.source(name)
+            except RepositoryError:
+                if name not in self._models:
+                    raise ModelNotFound(name, known=self.repository.names()) from None
+                raise
+            previous = self._models.get(name)
+            if previous is None:
+                self._models[name] = _Model(LOADING, {})
+            try:
+                versions = self._open(source)
+            except MserveError as exc:
+                if previous is None or previous.state != READY:
+                    self._models[name] = _Model(UNAVAILABLE, {}, str(exc))
+                # else: the old versions keep serving; the failure is reported to the caller
+                raise
+            self._models[name] = _Model(READY, versions)
+            if previous is not None:
+                for mv in previous.versions.values():
+                    mv.close()
+            log.info("loaded model %s versions %s", name, ", ".join(map(str, versions)))
+
+    def _open(self, source: ModelSource) -> dict[int, ModelVersion]:
+        if not source.ok:
+            raise RepositoryError(str(source.path), source.error or "cannot be loaded")
+        opened: dict[int, ModelVersion] = {}
+        try:
+            for version, path in source.versions.items():
+                opened[version] = self._open_version(source, version, path)
+        except BaseException:
+            for mv in opened.values():
+                mv.close()
+            raise
+        return opened
+
+    def _open_version(self, source: ModelSource, version: int, path: Path) -> ModelVersion:
+        config = source.config or ModelConfig(name=source.name)
+        runtimes: list[Runtime] = []
+        try:
+            first = self._factory(config.backend, path, config)
+            runtimes.append(first)
+            effective = reconcile(source.config, first, source.name, str(path))
+            # a thread-safe runtime is shared by all instances; otherwise one each
+            while len(runtimes) < effective.instance_count:
+                runtimes.append(
+                    first if first.thread_safe else self._factory(config.backend, path, config)
+                )
+            mv = ModelVersion(effective, version, runtimes)
+        except MserveError:
+            for rt in {id(r): r for r in runtimes}.values():
+                rt.close()
+            raise
+        if effective.runtime.warmup:
+            try:
+                mv.warmup()
+            except Exception as exc:
+                mv.close()
+                raise RepositoryError(
+                    str(path), f"warm-up run failed: {type(exc).__name__}: {exc}"
+                ) from None
+        return mv
+
+    def unload(self, name: str) -> None:
+        """Stop serving a model; in-flight requests finish first."""
+        with self._load_lock:
+            model = self._models.get(name)
+            if model is None:
+                raise ModelNotFound(name, known=sorted(self._models))
+            self._models[name] = _Model(UNAVAILABLE, {}, "unloaded")
+            for mv in model.versions.values():
+                mv.close()
+
+    def close(self) -> None:
+        """Unload everything."""
+        for name in list(self._models):
+            self.unload(name)
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version to serve: the one named, or the highest loaded one."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(name, known=sorted(self._models))
+        if model.state != READY or not model.versions:
+            raise ModelNotReady(name, version, model.state, model.reason)
+        if version is None or version == "":
+            return model.versions[max(model.versions)]
+        mv = model.versions.get(int(version)) if version.isdigit() else None
+        if mv is None:
+            raise ModelNotFound(name, version, [str(v) for v in sorted(model.versions)])
+        return mv
+
+    def is_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            self.get(name, version)
+        except ModelNotReady:
+            return False
+        return True
+
+    def metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        mv = self.get(name, version)
+        versions = tuple(str(v) for v in sorted(self._models[name].versions))
+        return ModelMetadata(
+            name=name,
+            versions=versions if version is None else (mv.version,),
+            platform=mv.platform,
+            inputs=mv.config.inputs,
+            outputs=mv.config.outputs,
+        )
+
+    def index(self) -> list[RepositoryEntry]:
+        """Every model in the repository or loaded, with its state (the repository extension)."""
+        rows: list[RepositoryEntry] = []
+        names = sorted(set(self.repository.names()) | set(self._models))
+        for name in names:
+            model = self._models.get(name)
+            if model is None:
+                rows.append(RepositoryEntry(name, None, UNAVAILABLE, "not loaded"))
+            elif model.versions:
+                rows.extend(
+                    RepositoryEntry(name, str(v), model.state, model.reason)
+                    for v in sorted(model.versions)
+                )
+            else:
+                rows.append(RepositoryEntry(name, None, model.state, model.reason))
+        return rows
+
+    def versions(self, name: str | None = None, version: str | None = None) -> list[ModelVersion]:
+        """Loaded versions: all, one model's, or one version (for statistics)."""
+        if name is None:
+            return [
+                mv
+                for model_name in sorted(self._models)
+                for _, mv in sorted(self._models[model_name].versions.items())
+            ]
+        if version:
+            return [self.get(name, version)]
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(name, known=sorted(self._models))
+        if not model.versions:
+            raise ModelNotReady(name, None, model.state, model.reason)
+        return [mv for _, mv in sorted(model.versions.items())]
+
+    async def load_async(self, name: str) -> None:
+        """Load off the event loop, so other requests keep flowing while a model loads."""
+        await asyncio.to_thread(self.load, name)
+
+    async def unload_async(self, name: str) -> None:
+        await asyncio.to_thread(self.unload, name)
