@@ -103,9 +103,13 @@ def load_model_config(path: Path, default_name: str) -> ModelConfig:
     """Read and validate a ``config.yaml``; ``default_name`` is used when it names no model."""
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(source, "(file)", f"valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            source, "(file)", f"UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except OSError as exc:
         raise ConfigError(source, "(file)", f"a readable file ({exc.strerror})") from None
     if raw is None:
@@ -173,7 +177,7 @@ def _tensors(value: object, source: str, where: str, max_batch: int) -> tuple[Te
         if not isinstance(name, str) or not name:
             raise ConfigError(source, f"{at}.name", "a non-empty string", name)
         datatype = t.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise ConfigError(
                 source, f"{at}.datatype", f"a V2 datatype ({', '.join(DATATYPES)})", datatype
             )
