@@ -41,6 +41,13 @@ class ModelSource:
         return self.error is None
 
 
+def _is_version(folder: str) -> bool:
+    """True for a version folder's name: a plain decimal number > 0, written as ``str(n)`` writes
+    it (so "01" or non-ASCII digits, which would name a folder other than ``root/name/1``, are
+    not versions)."""
+    return folder.isascii() and folder.isdigit() and folder == str(int(folder)) and folder != "0"
+
+
 def valid_model_name(name: str) -> bool:
     """True for names that are safe as a single path component (no traversal, no hidden files)."""
     return bool(_NAME.match(name)) and name not in (".", "..")
@@ -86,7 +93,7 @@ class Repository:
             available = sorted(
                 int(v.name)
                 for v in path.iterdir()
-                if v.is_dir() and v.name.isdigit() and int(v.name) > 0 and (v / filename).is_file()
+                if _is_version(v.name) and v.is_dir() and (v / filename).is_file()
             )
             if not available:
                 raise RepositoryError(
