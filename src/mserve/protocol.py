@@ -157,3 +157,16 @@ class RepositoryEntry:
         if self.version is not None:
             row["version"] = self.version
         return row
+
+
+def raw_bytes(datatype: str, data: np.ndarray) -> bytes:
+    """A tensor's raw V2 encoding (binary extension, gRPC raw contents): little-endian, row-major;
+    BYTES elements as a 4-byte little-endian length followed by the bytes."""
+    if datatype == "BYTES":
+        parts: list[bytes] = []
+        for v in data.reshape(-1):
+            b = v if isinstance(v, bytes) else str(v).encode()
+            parts.append(len(b).to_bytes(4, "little"))
+            parts.append(b)
+        return b"".join(parts)
+    return np.ascontiguousarray(data, dtype=DATATYPES[datatype].newbyteorder("<")).tobytes()

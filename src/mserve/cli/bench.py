@@ -1,0 +1,243 @@
+"""``mserve bench URL``: load-test a serving endpoint and report figures a user can trust."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mserve.cli.exit_codes import FAILURE, OK, USAGE
+
+EPILOG = """
+examples:
+  mserve bench http://127.0.0.1:8000 -m digits --concurrency 1,4,16
+  mserve bench http://127.0.0.1:8000 -m digits --rate 100:1000:300 --arrival poisson
+  mserve bench http://127.0.0.1:8000 -m digits --concurrency 1 --slo p99=5ms --json
+  mserve bench http://127.0.0.1:9000/score --protocol http --body req.json --rate 200
+
+Latency in open loop (--rate) counts from each request's intended send time, so a server
+that stalls cannot hide it (no coordinated omission). Each step is VALID or INVALID with its
+reasons (unstable, generator CPU > 90%, sends lagging > 1 ms at p99, achieved rate > 1% under
+the requested, requests that could not be started).
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="load-test a V2 / HTTP endpoint: latency, throughput, stability, SLO search",
+        description=(
+            "Load-test a model served over the Open Inference Protocol V2 (mserve, Triton, "
+            "KServe, MLServer, ...) or any HTTP endpoint. Closed loop (--concurrency) or open "
+            "loop (--rate); each step warms up, then measures in windows until stable."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
+    p.add_argument("-m", "--model", help="model name (V2 protocols)")
+    p.add_argument("-x", "--model-version", default=None, help="model version (default: latest)")
+    p.add_argument(
+        "--protocol",
+        default="v2-json",
+        choices=["v2-json", "v2-binary", "http"],
+        help="how to talk to the target (default: v2-json)",
+    )
+    load = p.add_argument_group("load")
+    load.add_argument(
+        "--concurrency",
+        default=None,
+        help="closed loop: concurrent requesters, a list '1,4,16' or START:STOP:STEP",
+    )
+    load.add_argument(
+        "--rate",
+        default=None,
+        help="open loop: requests/s, a list '100,500' or START:STOP:STEP",
+    )
+    load.add_argument(
+        "--arrival",
+        default="constant",
+        choices=["constant", "poisson"],
+        help="open-loop arrivals (default: constant)",
+    )
+    load.add_argument("--seed", type=int, default=0, help="seed for data and schedules (default 0)")
+    load.add_argument(
+        "--workers", type=int, default=1, help="generator processes, merged (default: 1)"
+    )
+    load.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open loop: most connections kept open (default: 1024)",
+    )
+    load.add_argument(
+        "--timeout", type=float, default=30.0, help="per-request timeout in s (default: 30)"
+    )
+    data = p.add_argument_group("inputs (V2)")
+    data.add_argument("--batch-size", type=int, default=1, help="rows per request (default: 1)")
+    data.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME:D1,D2",
+        help="size of an input's free dimensions (repeatable)",
+    )
+    data.add_argument(
+        "--input-data", type=Path, default=None, help="inputs from a .npy, .npz or .json file"
+    )
+    data.add_argument(
+        "--expect",
+        type=Path,
+        default=None,
+        help="JSON {output: values}: count a response whose outputs differ as an error",
+    )
+    data.add_argument(
+        "--tolerance", type=float, default=1e-4, help="tolerance for --expect (default: 1e-4)"
+    )
+    http = p.add_argument_group("plain HTTP (--protocol http)")
+    http.add_argument("--method", default="POST", help="HTTP method (default: POST)")
+    http.add_argument("--body", type=Path, default=None, help="file holding the request body")
+    http.add_argument(
+        "--content-type", default="application/json", help="body content type (default: json)"
+    )
+    http.add_argument(
+        "--expect-status", type=int, default=200, help="status that counts as success"
+    )
+    http.add_argument("--expect-contains", default=None, help="text a good response contains")
+    m = p.add_argument_group("measurement")
+    m.add_argument("--warmup", type=float, default=2.0, help="seconds not counted (default: 2)")
+    m.add_argument("--window", type=float, default=2.0, help="window length in s (default: 2)")
+    m.add_argument(
+        "--stability",
+        type=float,
+        default=10.0,
+        help="percent the last 3 windows may differ in throughput and p99 (default: 10)",
+    )
+    m.add_argument(
+        "--max-duration",
+        type=float,
+        default=30.0,
+        help="longest measured time per step; a step not stable by then is INVALID (default 30)",
+    )
+    m.add_argument(
+        "--duration", type=float, default=None, help="fixed measured seconds per step instead"
+    )
+    m.add_argument(
+        "--slo",
+        default=None,
+        help="find the highest load meeting e.g. p99=20ms, starting from the first load given",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the result JSON to stdout")
+    out.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON here")
+    out.add_argument("-q", "--quiet", action="store_true", help="no live view")
+    p.set_defaults(run=run)
+
+
+def _loads(args: argparse.Namespace) -> list[Any]:
+    from mserve.bench import schedule
+    from mserve.bench.generator import Load
+
+    if args.concurrency and args.rate:
+        raise ValueError("give either --concurrency (closed loop) or --rate (open loop), not both")
+    if args.rate:
+        return [
+            Load(
+                "open",
+                rate=r,
+                arrival=args.arrival,
+                seed=args.seed,
+                max_connections=args.max_connections,
+            )
+            for r in schedule.parse_rates(args.rate)
+        ]
+    levels = schedule.parse_concurrency(args.concurrency or "1")
+    return [Load("closed", concurrency=c, seed=args.seed) for c in levels]
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from mserve.bench.targets import make_target
+    from mserve.bench.workload import parse_shapes
+
+    if args.protocol == "http":
+        return make_target(
+            "http",
+            args.url,
+            method=args.method,
+            body=args.body,
+            content_type=args.content_type,
+            expect_status=args.expect_status,
+            expect_contains=args.expect_contains,
+        )
+    if not args.model:
+        raise ValueError(f"--protocol {args.protocol} needs the model's name: -m MODEL")
+    return make_target(
+        args.protocol,
+        args.url,
+        model=args.model,
+        version=args.model_version,
+        batch_size=args.batch_size,
+        shapes=parse_shapes(args.shape),
+        seed=args.seed,
+        input_data=args.input_data,
+        expect=args.expect,
+        tolerance=args.tolerance,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mserve.bench.result import Settings
+    from mserve.bench.runner import benchmark
+    from mserve.bench.slo import parse_slo
+    from mserve.cli.bench_view import LiveView, print_summary
+
+    try:
+        loads = _loads(args)
+        target = _target(args)
+        slo = parse_slo(args.slo) if args.slo else None
+        if args.workers < 1 or args.batch_size < 1:
+            raise ValueError("--workers and --batch-size must be at least 1")
+        for name, value in (("--warmup", args.warmup), ("--window", args.window)):
+            if value < 0 or (name == "--window" and value <= 0):
+                raise ValueError(f"{name} must be positive")
+    except ValueError as exc:
+        print(f"mserve bench: error: {exc}", file=sys.stderr)
+        return USAGE
+    settings = Settings(
+        warmup_s=args.warmup,
+        window_s=args.window,
+        stability_pct=args.stability,
+        max_duration_s=args.max_duration,
+        duration_s=args.duration,
+        timeout_s=args.timeout,
+        workers=args.workers,
+        seed=args.seed,
+        max_connections=args.max_connections,
+    )
+    view = LiveView(enabled=not args.quiet)
+    with view:
+        result = _run_loop(benchmark(target, loads, settings, slo, view.update, sys.argv[1:]))
+    doc = json.dumps(result, indent=2)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(doc + "\n")
+    if args.json:
+        print(doc)
+    else:
+        print_summary(result)
+    if all(step["count"] == 0 for step in result["steps"]):
+        print("mserve bench: every request failed", file=sys.stderr)
+        return FAILURE
+    return OK
+
+
+def _run_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
