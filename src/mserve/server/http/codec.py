@@ -6,6 +6,8 @@ Pure functions of their inputs: no sockets, no model state. Every malformed body
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 from typing import Any
 
@@ -79,42 +81,41 @@ def decode_infer(
 def decode_raw(
     body: bytes, spec: TensorSpec, model_name: str, model_version: str | None
 ) -> InferRequest:
-    """Decode a raw binary request (header length 0): the body is the model's single input."""
+    """Decode a raw binary request (header length 0): the body is the model's single input, its
+    one free dimension (if any) sized by the body; the response is binary as well."""
     shape = list(spec.shape)
     free = [i for i, d in enumerate(shape) if d < 0]
-    if spec.datatype == "BYTES":
-        data = _bytes_from_binary(memoryview(body), None, spec.name, model_name)
-        shape = [len(data)] if len(shape) == 1 else shape
-        arr = data.reshape([1 if d < 0 else d for d in shape]) if len(free) <= 1 else None
-        if arr is None:
-            raise InvalidInput(model_name, spec.name, "raw binary needs at most one free dimension")
-        return InferRequest(model_name, model_version, [Tensor(spec.name, "BYTES", arr)])
     if len(free) > 1:
         raise InvalidInput(
             model_name,
             spec.name,
             f"a raw binary request needs at most one free dimension; shape is {list(spec.shape)}",
         )
-    size = element_size(spec.datatype)
-    fixed = size * int(np.prod([d for d in shape if d >= 0], dtype=np.int64))
-    if fixed == 0 or len(body) % fixed:
-        raise InvalidInput(
-            model_name,
-            spec.name,
-            f"raw binary body of {len(body)} bytes is not a whole number of "
-            f"{spec.datatype} tensors of shape {list(spec.shape)}",
-        )
+    elements = int(np.prod([d for d in shape if d >= 0], dtype=np.int64))
+    items: np.ndarray | None = None
+    if spec.datatype == "BYTES":
+        items = _bytes_from_binary(memoryview(body), None, spec.name, model_name)
+        have, unit, need = len(items), "BYTES elements", elements
+    else:
+        have, unit, need = len(body), "bytes", elements * element_size(spec.datatype)
     if free:
-        shape[free[0]] = len(body) // fixed
-    elif len(body) != fixed:
+        if need == 0 or have % need:
+            raise InvalidInput(
+                model_name,
+                spec.name,
+                f"raw binary body of {have} {unit} is not a whole number of "
+                f"{spec.datatype} tensors of shape {list(spec.shape)}",
+            )
+        shape[free[0]] = have // need
+    elif have != need:
         raise InvalidInput(
-            model_name, spec.name, f"raw binary body has {len(body)} bytes; expected {fixed}"
+            model_name, spec.name, f"raw binary body has {have} {unit}; expected {need}"
         )
-    arr = np.frombuffer(body, dtype=_LE[spec.datatype]).reshape(shape)
+    arr = items if items is not None else np.frombuffer(body, dtype=_LE[spec.datatype])
     return InferRequest(
         model_name,
         model_version,
-        [Tensor(spec.name, spec.datatype, arr)],
+        [Tensor(spec.name, spec.datatype, arr.reshape(shape))],
         parameters={"binary_data_output": True},
     )
 
@@ -128,7 +129,7 @@ def _decode_input(
     if not isinstance(name, str) or not name:
         raise MalformedRequest(f"inputs[{index}] needs a 'name' (a non-empty string)")
     datatype = raw.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(
             model,
             name,
@@ -189,20 +190,16 @@ def _array_from_json(
             if isinstance(v, str):
                 arr[i] = v.encode()
             elif isinstance(v, dict) and isinstance(v.get("b64"), str):
-                import base64
-
-                arr[i] = base64.b64decode(v["b64"])
+                try:
+                    arr[i] = base64.b64decode(v["b64"])
+                except binascii.Error as exc:
+                    raise InvalidInput(
+                        model, name, f"element {i} is not valid base64 ({exc})"
+                    ) from None
             else:
                 raise InvalidInput(model, name, f"BYTES elements must be strings, got {v!r}")
     else:
-        try:
-            arr = np.asarray(data, dtype=DATATYPES[datatype])
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidInput(
-                model, name, f"data is not a list of {datatype} values ({exc})"
-            ) from None
-        if datatype == "BOOL" and _has_non_bool(data):
-            raise InvalidInput(model, name, "data must be true / false for BOOL")
+        arr = _numbers_from_json(data, datatype, name, model)
     if arr.size != count:
         raise InvalidInput(
             model,
@@ -212,10 +209,56 @@ def _array_from_json(
     return arr.reshape(shape)
 
 
-def _has_non_bool(data: object) -> bool:
-    if isinstance(data, list):
-        return any(_has_non_bool(v) for v in data)
-    return not isinstance(data, bool)
+def _numbers_from_json(data: object, datatype: str, name: str, model: str) -> np.ndarray:
+    """JSON numbers as an array of ``datatype``: the values must be of its kind (integers for
+    the integer types, numbers for the float types, true / false for BOOL) and in its range,
+    never silently truncated, wrapped or turned into infinity."""
+    try:
+        natural = np.asarray(data)  # the kind JSON gave: bool, int, float, or something else
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(
+            model, name, f"data is not a list of {datatype} values ({exc})"
+        ) from None
+    dtype = DATATYPES[datatype]
+    kinds, what = _JSON_KINDS[dtype.kind]
+    if natural.size == 0:
+        return natural.astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if natural.dtype.kind not in kinds:
+            # numpy reads small integers mixed with ones above 2**63 as float64: look closer
+            if not all(type(v) is int for v in _flatten(data)):
+                raise InvalidInput(model, name, f"data must be {what} for {datatype}")
+            try:
+                return np.asarray(data, dtype=dtype)
+            except OverflowError:
+                raise _out_of_range(model, name, datatype, f"{info.min} to {info.max}") from None
+        if int(natural.min()) < info.min or int(natural.max()) > info.max:
+            raise _out_of_range(model, name, datatype, f"{info.min} to {info.max}")
+        return natural.astype(dtype)
+    if natural.dtype.kind not in kinds:
+        raise InvalidInput(model, name, f"data must be {what} for {datatype}")
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            arr = natural.astype(dtype)
+        if not np.isfinite(arr).all():
+            limit = f"largest magnitude {float(np.finfo(dtype).max):g}"
+            raise _out_of_range(model, name, datatype, limit)
+        return arr
+    return natural.astype(dtype)
+
+
+def _out_of_range(model: str, name: str, datatype: str, limits: str) -> InvalidInput:
+    return InvalidInput(model, name, f"data has values outside the range of {datatype} ({limits})")
+
+
+#: numpy kind of the target dtype -> (numpy kinds JSON values may have, what to say).
+_JSON_KINDS = {
+    "b": ("b", "true / false"),
+    "i": ("iu", "integers"),
+    "u": ("iu", "integers"),
+    "f": ("iuf", "numbers"),
+}
 
 
 def _flatten(data: object) -> list[Any]:
