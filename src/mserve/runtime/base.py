@@ -26,7 +26,7 @@ class Runtime(Protocol):
         ...
 
     def close(self) -> None:
-        """Release what the runtime holds (sessions, memory)."""
+        """Release what the runtime holds (sessions, memory); calling it again does nothing."""
         ...
 
 

@@ -93,7 +93,8 @@ class OnnxRuntime:
         return dict(zip(outputs, results, strict=True))
 
     def close(self) -> None:
-        del self._session
+        # idempotent: a thread-safe runtime is shared by all instances, and each closes it
+        self._session = None
 
 
 def _spec(arg: Any, path: Path) -> TensorSpec:
