@@ -179,13 +179,15 @@ class Generator:
         self._backlog: deque[int] = deque()
         self._opening = 0
         self._stopping = False
-        self._window = WindowRecord(-1, 0, 0)  # warm-up: discarded
+        self.warmup = WindowRecord(-1, 0, 0)  # what warm-up saw: reported, never measured
+        self._window = self.warmup
         self._offsets: np.ndarray = np.empty(0, dtype=np.int64)
         self._next_send = 0
         self._t0 = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.connect_errors = 0
         self.connections_used = 0
+        self._spare = max(2, math.ceil(load.rate * 0.005))
 
     # -- completion (the hot path) --------------------------------------------------------------
 
@@ -238,10 +240,16 @@ class Generator:
             else:
                 self._backlog.append(intended)
                 if len(self._conns) + self._opening < self.load.max_connections:
-                    self._spawn(self._open_one())
+                    self._start_opening()
                 else:
                     self._window.backlogged += 1
         self._next_send = i
+        # keep a few idle connections ready, so a slow server never makes us connect on demand
+        while (
+            len(self._idle) + self._opening < self._spare
+            and len(self._conns) + self._opening < self.load.max_connections
+        ):
+            self._start_opening()
 
     async def _open_loop(self, timer: _PreciseTimer, end_ns: int) -> None:
         offsets = self._offsets
@@ -260,8 +268,12 @@ class Generator:
 
     # -- connections ----------------------------------------------------------------------------
 
-    async def _open_one(self) -> None:
+    def _start_opening(self) -> None:
+        """Open one more connection in the background (counted as opening right away)."""
         self._opening += 1
+        self._spawn(self._open_one())
+
+    async def _open_one(self) -> None:
         try:
             conn = await connect(self.p.host, self.p.port, self._done, self.p.keep_body)
         except OSError:
@@ -283,7 +295,7 @@ class Generator:
 
     async def _replace_connection(self) -> None:
         if self.load.mode == "open":
-            await self._open_one()
+            self._start_opening()
             return
         try:
             conn = await connect(self.p.host, self.p.port, self._done, self.p.keep_body)

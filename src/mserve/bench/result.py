@@ -6,6 +6,7 @@ schema is versioned by ``SCHEMA``; ``docs/bench-result.md`` describes every fiel
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
@@ -72,6 +73,7 @@ def summarize_step(
     settings: Settings,
     windows: list[WindowRecord],
     tail: WindowRecord,
+    warmup: WindowRecord,
     rows_per_request: int,
     before: ServerStats | None,
     after: ServerStats | None,
@@ -94,8 +96,10 @@ def summarize_step(
         "duration_s": round(measured_s, 3),
         "windows": len(windows),
         "stable": stable,
-        "stability_spread_pct": stability_spread(as_stats_windows(windows), settings.stable_windows)
-        if len(windows) >= settings.stable_windows
+        "stability_spread_pct": _finite(
+            stability_spread(as_stats_windows(windows), settings.stable_windows)
+        )
+        if windows
         else None,
         **summary,
         "inferences_per_s": round(summary["throughput_rps"] * rows_per_request, 3),
@@ -121,6 +125,11 @@ def summarize_step(
         "cpu_us_per_request": round(1e6 * cpu_s / requests_done, 2) if requests_done else None,
         "backlogged": total.backlogged,
     }
+    step["warmup"] = {
+        "requests": warmup.ok + sum(warmup.errors.values()),
+        "ok": warmup.ok,
+        "errors": dict(warmup.errors),
+    }
     step["server"] = server_breakdown(before, after, step["latency_ms"]["mean"])
     step["timeline"] = [
         {
@@ -139,6 +148,10 @@ def summarize_step(
     return step
 
 
+def _pct(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:.1f}%"
+
+
 def judge(step: dict[str, Any], load: Load, settings: Settings) -> tuple[str, list[str]]:
     """VALID or INVALID, with every reason (MLPerf LoadGen prints its verdict the same way)."""
     reasons: list[str] = []
@@ -150,8 +163,8 @@ def judge(step: dict[str, Any], load: Load, settings: Settings) -> tuple[str, li
         reasons.append(
             f"not stable within {settings.stability_pct:g}% over the last "
             f"{settings.stable_windows} windows before --max-duration "
-            f"(spread: throughput {spread.get('throughput_pct', float('nan')):.1f}%, "
-            f"p99 {spread.get('p99_pct', float('nan')):.1f}%)"
+            f"(spread: throughput {_pct(spread.get('throughput_pct'))}, "
+            f"p99 {_pct(spread.get('p99_pct'))})"
         )
     if gen["cpu_percent"] > 100 * MAX_GENERATOR_CPU:
         reasons.append(
@@ -209,6 +222,11 @@ def server_breakdown(
         else None,
         "failures": after.failures - before.failures,
     }
+
+
+def _finite(d: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no infinity: an unbounded spread (a window with zero throughput) becomes null."""
+    return {k: (round(v, 2) if math.isfinite(v) else None) for k, v in d.items()}
 
 
 def _percentiles_ms(h: Histogram) -> dict[str, float]:

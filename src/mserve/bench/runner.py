@@ -38,7 +38,10 @@ def _offsets(load: Load, settings: Settings, worker: int, workers: int) -> np.nd
     total_s = settings.warmup_s + (settings.duration_s or settings.max_duration_s) + 1.0
     share = load.rate / workers
     if load.arrival == "poisson":
-        return schedule.poisson_offsets(share, total_s, load.seed + 7919 * worker)
+        # each worker's stream starts one gap in, so N workers do not all send at t=0
+        seed = load.seed + 7919 * worker
+        first = int(np.random.default_rng(seed + 1).exponential(1e9 / share))
+        return schedule.poisson_offsets(share, total_s, seed) + first
     base = schedule.constant_offsets(share, total_s)
     return base + int(worker * 1e9 / load.rate)  # interleave the workers' constant streams
 
@@ -75,20 +78,20 @@ async def run_step(
     """Run one step and return its summary (see :func:`mserve.bench.result.summarize_step`)."""
     before = await target.server_stats()
     if settings.workers <= 1:
-        windows, tail, conns = await _run_local(prepared, load, settings, progress)
+        windows, tail, warmup, conns = await _run_local(prepared, load, settings, progress)
     else:
-        windows, tail, conns = await asyncio.to_thread(
+        windows, tail, warmup, conns = await asyncio.to_thread(
             _run_workers, prepared, load, settings, progress
         )
     after = await target.server_stats()
     return summarize_step(
-        load, settings, windows, tail, prepared.rows_per_request, before, after, conns
+        load, settings, windows, tail, warmup, prepared.rows_per_request, before, after, conns
     )
 
 
 async def _run_local(
     prepared: Prepared, load: Load, settings: Settings, progress: Progress | None
-) -> tuple[list[WindowRecord], WindowRecord, int]:
+) -> tuple[list[WindowRecord], WindowRecord, WindowRecord, int]:
     gen = Generator(prepared, load, settings.timeout_s)
     seen: list[WindowRecord] = []
     max_s = settings.duration_s if settings.duration_s is not None else settings.max_duration_s
@@ -106,7 +109,7 @@ async def _run_local(
         on_window,
         _offsets(load, settings, 0, 1),
     )
-    return windows, tail, gen.connections_used
+    return windows, tail, gen.warmup, gen.connections_used
 
 
 # -- several worker processes ----------------------------------------------------------------
@@ -140,12 +143,20 @@ def _worker(conn: Connection) -> None:
         except Exception as exc:  # report, never hang the parent
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             continue
-        conn.send(("done", [w.to_wire() for w in windows], tail.to_wire(), gen.connections_used))
+        conn.send(
+            (
+                "done",
+                [w.to_wire() for w in windows],
+                tail.to_wire(),
+                gen.warmup.to_wire(),
+                gen.connections_used,
+            )
+        )
 
 
 def _run_workers(
     prepared: Prepared, load: Load, settings: Settings, progress: Progress | None
-) -> tuple[list[WindowRecord], WindowRecord, int]:
+) -> tuple[list[WindowRecord], WindowRecord, WindowRecord, int]:
     n = settings.workers
     ctx = multiprocessing.get_context("spawn")
     pipes = []
@@ -173,7 +184,7 @@ def _run_workers(
         merged: dict[int, WindowRecord] = {}
         arrived: dict[int, int] = {}
         stopped = False
-        done: list[tuple[list[WindowRecord], WindowRecord, int]] = []
+        done: list[tuple[list[WindowRecord], WindowRecord, WindowRecord, int]] = []
         finished = [False] * n
         while not all(finished):
             for i, pipe in enumerate(pipes):
@@ -188,7 +199,8 @@ def _run_workers(
                         (
                             [WindowRecord.from_wire(w) for w in msg[1]],
                             WindowRecord.from_wire(msg[2]),
-                            msg[3],
+                            WindowRecord.from_wire(msg[3]),
+                            msg[4],
                         )
                     )
                     continue
@@ -214,19 +226,21 @@ def _run_workers(
                         for other in pipes:
                             other.send("stop")
         # windows every worker measured; the rest of each worker's answers go to the tail
-        common = min(len(ws) for ws, _, _ in done)
+        common = min(len(ws) for ws, _, _, _ in done)
         windows = []
         for k in range(common):
             w = done[0][0][k]
-            for ws, _, _ in done[1:]:
+            for ws, _, _, _ in done[1:]:
                 w.merge(ws[k])
             windows.append(w)
         tail = WindowRecord(-1, 0, 0)
-        for ws, t, _ in done:
+        warmup = WindowRecord(-1, 0, 0)
+        for ws, t, warm, _ in done:
             for extra in ws[common:]:
                 tail.merge(extra)
             tail.merge(t)
-        return windows, tail, sum(c for _, _, c in done)
+            warmup.merge(warm)
+        return windows, tail, warmup, sum(c for _, _, _, c in done)
     finally:
         for pipe in pipes:
             with contextlib.suppress(BrokenPipeError, OSError):
