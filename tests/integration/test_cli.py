@@ -1,0 +1,73 @@
+"""The ``mserve`` command end to end: version, help, a missing repository, and the quickstart
+(train on scikit-learn's digits, serve, call over V2, compare)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mserve
+from mserve.server.process import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def mserve_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mserve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    result = mserve_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mserve {mserve.__version__}"
+
+
+def test_serve_help_lists_every_option() -> None:
+    result = mserve_cli("serve", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: mserve serve ")
+    for option in ("REPO", "--host", "--port", "--workers", "--max-body-mb", "--log-level"):
+        assert option in result.stdout
+    assert "Open Inference Protocol V2" in result.stdout
+
+
+def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = mserve_cli("serve", str(missing), "--port", str(free_port()))
+    assert result.returncode == 3  # a config or repository problem
+    assert result.stderr.strip() == (
+        f"mserve: error: {missing}: not a directory; expected a model repository"
+    )
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = mserve_cli("sever")
+    assert result.returncode == 2
+    assert "invalid choice: 'sever'" in result.stderr
+
+
+def test_quickstart_json(tmp_path: Path) -> None:
+    result = mserve_cli("quickstart", "--json", "--dir", str(tmp_path), timeout=150)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["model"] == "digits"
+    assert doc["agreement"] == 1.0
+    assert doc["accuracy_served"] > 0.9
+    assert doc["accuracy_served"] == doc["accuracy_in_process"]
+    assert doc["max_abs_prob_diff"] < 1e-4
+    assert doc["test_rows"] == 450  # a quarter of the 1797 digits
+    assert doc["requests"] == 29  # batches of 16
+    assert doc["repository"] == str(tmp_path / "models")
+    assert (tmp_path / "models" / "digits" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "models" / "digits" / "config.yaml").is_file()
+    assert set(doc["seconds"]) == {"train", "convert", "start", "infer"}
