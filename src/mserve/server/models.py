@@ -225,7 +225,14 @@ class ModelVersion:
             self.stats.record_failure(clock() - t0)
             raise
         t1 = clock()
-        timed = await self.pool.submit(feed, names)
+        try:
+            pending = self.pool.submit(feed, names)
+        except RuntimeError:  # closed since the lookup: unloaded or reloaded on another thread
+            self.stats.record_failure(clock() - t0)
+            raise ModelNotReady(
+                self.name, self.version, UNAVAILABLE, "unloaded or reloaded as the request arrived"
+            ) from None
+        timed = await pending
         t2 = clock()
         if timed.error is not None or timed.outputs is None:
             self.stats.record_failure(t2 - t0)

@@ -322,3 +322,18 @@ def test_a_failing_model_fails_only_its_request(tmp_path: Path, place: Any) -> N
     stats = mv.stats.to_dict()["inference_stats"]
     assert (stats["success"]["count"], stats["fail"]["count"]) == (1, 1)
     m.close()
+
+
+def test_a_request_that_reaches_a_version_just_unloaded_is_not_ready(
+    manager: ModelManager,
+) -> None:
+    # the transport looked the version up, then an unload (on another thread) closed it
+    mv = manager.get("multi", "2")
+    manager.unload("multi")
+    with pytest.raises(ModelNotReady) as info:
+        asyncio.run(mv.infer(request("multi", fp32("INPUT", [[1.0]]))))
+    assert str(info.value) == (
+        "model 'multi' version '2' is not ready (state: UNAVAILABLE): "
+        "unloaded or reloaded as the request arrived"
+    )
+    assert mv.stats.to_dict()["inference_stats"]["fail"]["count"] == 1
