@@ -74,7 +74,7 @@ class V2HttpTarget:
         else:
             samples = random_samples(specs, self.batch_size, self.shapes, self.seed, self.distinct)
         path = self.model_path + "/infer"
-        requests = [self._request(path, s, specs) for s in samples]
+        requests = [self.encode_request(path, s, specs) for s in samples]
         first = next(iter(samples[0].values()))
         rows = int(first.shape[0]) if first.ndim else 1
         check, keep = self._check()
@@ -97,7 +97,8 @@ class V2HttpTarget:
             },
         )
 
-    def _request(self, path: str, sample: Sample, specs: list[InputSpec]) -> bytes:
+    def encode_request(self, path: str, sample: Sample, specs: list[InputSpec]) -> bytes:
+        """The complete wire bytes of one infer request carrying ``sample``."""
         dtypes = {s.name: s.datatype for s in specs}
         outputs = [
             {"name": o["name"], "parameters": {"binary_data": self.binary}}
