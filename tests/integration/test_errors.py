@@ -235,10 +235,11 @@ def test_binary_header_length_that_lies_about_the_tensor(served: Any) -> None:
     ).encode()
     body = header + GOOD_INPUT.tobytes()
     too_long = {"Inference-Header-Content-Length": str(len(header) + 8)}
-    message = assert_error(
-        served.request("POST", "/v2/models/identity_fp32/infer", body, too_long), 400
+    assert_error(
+        served.request("POST", "/v2/models/identity_fp32/infer", body, too_long),
+        400,
+        "inference request header is not valid JSON",
     )
-    assert "not valid JSON" in message or "binary_data_size 24 but only 16 bytes" in message
     assert_still_serving(served)
 
     short_data = header + GOOD_INPUT.tobytes()[:20]
