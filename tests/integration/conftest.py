@@ -100,6 +100,7 @@ def start_server() -> Iterator[StartServer]:
     yield start
     for process in started:
         process.stop()
+        process.log_path.unlink(missing_ok=True)  # ServerProcess leaves its log file behind
 
 
 @pytest.fixture(scope="session")
