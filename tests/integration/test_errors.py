@@ -327,10 +327,8 @@ def test_body_over_the_limit_is_413(
                 assert answer["outputs"][0]["data"] == GOOD_INPUT.ravel().tolist()
     finally:
         conn.close()
-    import tritonclient.http as triton
-
-    client = triton.InferenceServerClient(small.address)
-    x = triton.InferInput("INPUT", [100, 2], "FP32")
+    client = httpclient.InferenceServerClient(small.address)
+    x = httpclient.InferInput("INPUT", [100, 2], "FP32")
     x.set_data_from_numpy(np.ones((100, 2), np.float32))
     assert client.infer("identity_fp32", [x]).as_numpy("OUTPUT").sum() == 200
     client.close()

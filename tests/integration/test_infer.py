@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 
@@ -87,8 +88,6 @@ def test_model_metadata_matches_config_and_model(
         ],
     }
     # without config.yaml the signature is the model's own
-    import onnxruntime as ort
-
     session = ort.InferenceSession(iris_model.onnx, providers=["CPUExecutionProvider"])
     md = client.get_model_metadata("iris", model_version="1")
     assert md["versions"] == ["1"]
