@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -31,6 +30,7 @@ import numpy as np
 from mserve.bench.connection import Http1Connection, connect
 from mserve.bench.histogram import Histogram
 from mserve.bench.targets.base import Prepared
+from mserve.bench.timer import Timer, make_timer
 from mserve.errors import Unavailable
 
 clock = time.perf_counter_ns
@@ -119,52 +119,6 @@ class WindowRecord:
 OnWindow = Callable[[WindowRecord], bool]
 
 
-class _PreciseTimer:
-    """Wakes the event loop at a nanosecond deadline (asyncio's own timers round up to 1 ms)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._cond = threading.Condition()
-        self._deadline = 0
-        self._future: asyncio.Future[None] | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="bench-timer", daemon=True)
-        self._thread.start()
-
-    def wait_until(self, deadline_ns: int) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = self._loop.create_future()
-        with self._cond:
-            self._deadline = deadline_ns
-            self._future = fut
-            self._cond.notify()
-        return fut
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._future is None and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                deadline, fut = self._deadline, self._future
-                self._future = None
-            delay = (deadline - clock()) / 1e9
-            if delay > 0:
-                time.sleep(delay)
-            with contextlib.suppress(RuntimeError):  # loop closed
-                self._loop.call_soon_threadsafe(_set_done, fut)
-
-
-def _set_done(fut: asyncio.Future[None] | None) -> None:
-    if fut is not None and not fut.done():
-        fut.set_result(None)
-
-
 class Generator:
     """Runs one step's load from one process."""
 
@@ -251,7 +205,7 @@ class Generator:
         ):
             self._start_opening()
 
-    async def _open_loop(self, timer: _PreciseTimer, end_ns: int) -> None:
+    async def _open_loop(self, timer: Timer, end_ns: int) -> None:
         offsets = self._offsets
         while not self._stopping and self._next_send < len(offsets):
             now = clock()
@@ -376,7 +330,7 @@ class Generator:
         measure_start = self._t0 + int(warmup_s * 1e9)
         end_ns = measure_start + int(max_duration_s * 1e9)
         window_ns = int(window_s * 1e9)
-        timer = _PreciseTimer(loop)
+        timer = make_timer(loop)
         reaper = loop.create_task(self._reap_timeouts())
         sender: asyncio.Task[None] | None = None
         if load.mode == "closed":
