@@ -136,7 +136,7 @@ class ConfigError(MserveError):
 class RepositoryError(MserveError):
     """A model directory cannot be turned into a loadable model."""
 
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+    def __init__(self, path: str | None, problem: str) -> None:
+        super().__init__(problem if path is None else f"{path}: {problem}")
         self.path = path
         self.problem = problem

@@ -227,11 +227,6 @@ def test_load_with_parameters_is_refused(served: Any) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/http/app.py turns non-object load parameters into {'?': value}, so the "
-    "message reads 'load parameters ? are not supported' instead of naming what was expected",
-)
 def test_load_with_parameters_that_are_not_an_object(served: Any) -> None:
     reply = served.request("POST", "/v2/repository/models/swappable/load", '{"parameters": 5}')
     assert reply.status == 400

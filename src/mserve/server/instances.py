@@ -87,7 +87,7 @@ class InstancePool:
         def finish() -> None:
             for t in self._threads:
                 t.join()
-            for rt in self._runtimes:
+            for rt in {id(r): r for r in self._runtimes}.values():  # shared runtimes once
                 rt.close()
             if on_closed is not None:
                 on_closed()

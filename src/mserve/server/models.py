@@ -325,7 +325,8 @@ class ModelManager:
 
     def _open(self, source: ModelSource) -> dict[int, ModelVersion]:
         if not source.ok:
-            raise RepositoryError(str(source.path), source.error or "cannot be loaded")
+            # the scan's message already names the file and field
+            raise RepositoryError(None, source.error or f"{source.path}: cannot be loaded")
         opened: dict[int, ModelVersion] = {}
         try:
             for version, path in source.versions.items():

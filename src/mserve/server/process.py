@@ -38,6 +38,7 @@ class ServerProcess:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         cpu: str | None = None,
+        keep_log: bool = False,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
@@ -45,6 +46,7 @@ class ServerProcess:
         self.args = list(args or [])
         self.env = env
         self.cpu = cpu  # e.g. "1": pin with taskset, for measurements
+        self.keep_log = keep_log  # else the log is removed after a clean stop
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
             prefix="mserve-server-", suffix=".log", delete=False
@@ -111,6 +113,8 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self.proc.returncode in (0, -signal.SIGTERM) and not self.keep_log:
+            self.log_path.unlink(missing_ok=True)
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:

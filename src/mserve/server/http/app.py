@@ -116,7 +116,11 @@ class HttpApp:
         if rest == ["index"]:
             body = await self._body(scope, receive)
             doc = codec.loads(body) if body.strip() else {}
-            ready = bool(doc.get("ready", False)) if isinstance(doc, dict) else False
+            if not isinstance(doc, dict):
+                raise MalformedRequest("repository index body must be a JSON object")
+            ready = doc.get("ready", False)
+            if not isinstance(ready, bool):
+                raise MalformedRequest(f"'ready' must be true or false, got {ready!r}")
             return _json(200, [row.to_dict() for row in self.dp.repository_index(ready)])
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             body = await self._body(scope, receive)
@@ -125,10 +129,14 @@ class HttpApp:
                 raise MalformedRequest("repository request body must be a JSON object")
             if rest[2] == "load":
                 params = doc.get("parameters") or {}
-                await self.dp.load(rest[1], params if isinstance(params, dict) else {"?": params})
+                if not isinstance(params, dict):
+                    raise MalformedRequest(
+                        f"'parameters' must be a JSON object, got {type(params).__name__}"
+                    )
+                await self.dp.load(rest[1], params)
             else:
                 await self.dp.unload(rest[1])
-            return 200, b"", _JSON
+            return 200, b"", []
         raise RouteNotFound("POST", "/v2/repository/" + "/".join(rest))
 
     async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive) -> Reply:
