@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,26 @@ RuntimeFactory = Callable[[str, Path, ModelConfig], Runtime]
 READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under taskset or a cgroup)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(config: ModelConfig) -> int:
+    """The rule for ``intra_op_threads: 0``: the usable cores shared out between the model's
+    instances, at least one each, so parallel instances do not fight over the same cores."""
+    if config.runtime.intra_op_threads > 0:
+        return config.runtime.intra_op_threads
+    return max(1, usable_cores() // config.instance_count)
+
+
 def default_runtime_factory(backend: str, path: Path, config: ModelConfig) -> Runtime:
     """Open the model file with the backend the config names."""
-    return open_runtime(backend, path, config.runtime)
+    options = replace(config.runtime, intra_op_threads=intra_op_threads(config))
+    return open_runtime(backend, path, options)
 
 
 def _fmt(spec: TensorSpec) -> str:

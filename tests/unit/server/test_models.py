@@ -6,6 +6,7 @@ Real ONNX models built on the spot, run in process; no sockets.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mserve.config import ModelConfig, VersionPolicy
+from mserve.config import ModelConfig, RuntimeOptions, VersionPolicy
 from mserve.errors import (
     InvalidInput,
     InvalidRequest,
@@ -25,7 +26,7 @@ from mserve.errors import (
 from mserve.protocol import InferRequest, RepositoryEntry, RequestedOutput, Tensor, TensorSpec
 from mserve.repository import Repository
 from mserve.runtime.fake import FakeRuntime
-from mserve.server.models import ModelManager
+from mserve.server.models import ModelManager, intra_op_threads
 
 BATCHED = ModelConfig(
     name="addsub",
@@ -337,3 +338,12 @@ def test_a_request_that_reaches_a_version_just_unloaded_is_not_ready(
         "unloaded or reloaded as the request arrived"
     )
     assert mv.stats.to_dict()["inference_stats"]["fail"]["count"] == 1
+
+
+def test_intra_op_threads_share_the_usable_cores_between_instances() -> None:
+
+    cores = len(os.sched_getaffinity(0))
+    assert intra_op_threads(ModelConfig("m", instance_count=1)) == cores
+    assert intra_op_threads(ModelConfig("m", instance_count=cores * 4)) == 1
+    explicit = ModelConfig("m", instance_count=2, runtime=RuntimeOptions(intra_op_threads=3))
+    assert intra_op_threads(explicit) == 3
