@@ -1,7 +1,7 @@
 """The canonical result of a benchmark run (JSON), and the per-step summary and verdict.
 
 Every other output (terminal table, CSV, Markdown, HTML) is rendered from this document. The
-schema is versioned by ``SCHEMA``; ``docs/bench-result.md`` describes every field.
+schema is versioned by ``SCHEMA``; ``docs/bench.md`` describes every field.
 """
 
 from __future__ import annotations
