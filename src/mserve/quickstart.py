@@ -34,6 +34,7 @@ class QuickstartResult:
     max_abs_prob_diff: float
     requests: int
     seconds: dict[str, float] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)  # the sweep's result document
 
 
 def train_digits(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -120,6 +121,11 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
             requests += 1
         client.close()
         seconds["infer"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        step(f"measuring {server.url} with mserve bench (closed loop, concurrency 1, 4, 16)")
+        bench = sweep(server.url)
+        seconds["bench"] = time.perf_counter() - t
     finally:
         server.stop()
     return QuickstartResult(
@@ -133,19 +139,38 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
         max_abs_prob_diff=float(np.max(np.abs(probs - expected_probs))),
         requests=requests,
         seconds=seconds,
+        bench=bench,
     )
+
+
+def sweep(url: str, levels: tuple[int, ...] = (1, 4, 16), seconds: float = 2.0) -> dict[str, Any]:
+    """A short closed-loop concurrency sweep of the digits model with V2 binary tensors."""
+    import asyncio
+
+    from mserve.bench.generator import Load
+    from mserve.bench.result import Settings
+    from mserve.bench.runner import benchmark
+    from mserve.bench.targets import make_target
+
+    target = make_target("v2-binary", url, model="digits")
+    settings = Settings(warmup_s=0.5, window_s=1.0, duration_s=seconds)
+    loads = [Load("closed", concurrency=c) for c in levels]
+    return asyncio.run(benchmark(target, loads, settings, command=["quickstart"]))
 
 
 def how_to_call(repository: Path) -> str:
     """The commands a user runs next: serve the repository, call it with curl and Python."""
-    zeros = ", ".join(["0.0"] * 64)
+    import json
+
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]}
+    )
     return f"""Serve it:
   mserve serve {repository} --port 8000
 
 Call it with curl (V2 JSON):
   curl -s localhost:8000/v2/models/digits/infer -H 'content-type: application/json' \\
-    -d '{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 64], \\
-          "data": [{zeros}]}}]}}'
+    -d '{body}'
 
 Call it from Python (tritonclient):
   import numpy as np, tritonclient.http as http

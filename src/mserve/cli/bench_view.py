@@ -5,10 +5,12 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from mserve.cli.console import console
 
 
 def _load_label(load: dict[str, Any]) -> str:
@@ -22,7 +24,7 @@ class LiveView:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.console = Console(stderr=True)
+        self.console = console(stderr=True)
         self.done: list[dict[str, Any]] = []
         self.current = Text("preparing")
         self._live: Live | None = None
@@ -97,17 +99,15 @@ def steps_table(steps: list[dict[str, Any]], title: str = "") -> Table:
 
 def print_summary(result: dict[str, Any]) -> None:
     """The end-of-run table, each INVALID step's reasons, and the SLO outcome."""
-    console = Console()
-    console.print(
-        steps_table(result["steps"], title=f"mserve bench - {result['target'].get('url')}")
-    )
+    out = console()
+    out.print(steps_table(result["steps"], title=f"mserve bench - {result['target'].get('url')}"))
     for s in result["steps"]:
         label = _load_label(s["load"])
         for reason in s["reasons"]:
-            console.print(f"[red]{label}: INVALID:[/] {reason}")
+            out.print(f"[red]{label}: INVALID:[/] {reason}")
         server = s.get("server")
         if server:
-            console.print(
+            out.print(
                 f"{label}: server per request: queue {server['queue_ms']:.3f} ms, compute input "
                 f"{server['compute_input_ms']:.3f}, infer {server['compute_infer_ms']:.3f}, "
                 f"output {server['compute_output_ms']:.3f}; network + protocol "
@@ -117,10 +117,10 @@ def print_summary(result: dict[str, Any]) -> None:
     slo = result.get("slo")
     if slo:
         if slo["best_load"] is None:
-            console.print(f"SLO {slo['objective']}: not met at any load tried")
+            out.print(f"SLO {slo['objective']}: not met at any load tried")
         else:
             unit = "concurrency" if slo["mode"] == "closed" else "req/s"
-            console.print(
+            out.print(
                 f"SLO {slo['objective']}: highest load meeting it: {slo['best_load']} {unit} "
                 f"({slo['best_throughput_rps']:,.1f} req/s); first failing: "
                 f"{slo['first_failing_load']}",

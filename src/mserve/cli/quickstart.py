@@ -19,8 +19,9 @@ def register(sub: Any) -> None:
         description=(
             "Train a small MLP on scikit-learn's bundled digits images, convert it to ONNX into a "
             "fresh model repository, start 'mserve serve' on a free port, send the test split "
-            "through it with tritonclient (JSON and binary tensors), and print the accuracy "
-            "measured through the server next to the model's own, and how to call it."
+            "through it with tritonclient (JSON and binary tensors), print the accuracy "
+            "measured through the server next to the model's own, measure the server with a "
+            "short 'mserve bench' concurrency sweep, and show how to call it."
         ),
     )
     p.add_argument(
@@ -34,12 +35,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from mserve import quickstart
+    from mserve.cli.console import console as make_console
 
-    console = Console(stderr=args.json)
+    console = make_console(stderr=args.json)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="mserve-quickstart-"))
     workdir.mkdir(parents=True, exist_ok=True)
     with console.status("starting") as status:
@@ -67,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     for k, v in result.seconds.items():
         table.add_row(f"time: {k}", f"{v:.2f} s")
     console.print(table)
+    if result.bench:
+        from mserve.cli.bench_view import steps_table
+
+        console.print(steps_table(result.bench["steps"], title="mserve bench: digits, V2 binary"))
     console.print(f"model repository: {result.repository}\n")
     console.print(
         quickstart.how_to_call(result.repository), markup=False, highlight=False, soft_wrap=True

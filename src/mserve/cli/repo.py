@@ -71,8 +71,9 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from mserve.cli.console import console
 
         table = Table(title=f"model repository {args.directory}")
         for col in ("model", "versions", "state", "inputs", "outputs", "why not"):
@@ -91,7 +92,7 @@ def run_check(args: argparse.Namespace) -> int:
                 sig(r.get("outputs", [])),
                 "" if ok else r["reason"],
             )
-        Console().print(table)
+        console().print(table)
         if not rows:
             print("no model folders found")
     return OK if rows and all(r["state"] == "READY" for r in rows) else FAILURE
