@@ -70,4 +70,7 @@ def test_quickstart_json(tmp_path: Path) -> None:
     assert doc["repository"] == str(tmp_path / "models")
     assert (tmp_path / "models" / "digits" / "1" / "model.onnx").is_file()
     assert (tmp_path / "models" / "digits" / "config.yaml").is_file()
-    assert set(doc["seconds"]) == {"train", "convert", "start", "infer"}
+    assert set(doc["seconds"]) == {"train", "convert", "start", "infer", "bench"}
+    sweep = doc["bench"]["steps"]
+    assert [s["load"]["concurrency"] for s in sweep] == [1, 4, 16]
+    assert all(s["error_count"] == 0 and s["count"] > 0 for s in sweep)
