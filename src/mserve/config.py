@@ -22,6 +22,12 @@ from mserve.protocol import DATATYPES, TensorSpec
 
 BACKENDS = ("onnxruntime",)
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+#: Where a model computes. "thread": on its instance threads, off the event loop. "inline": on
+#: the event loop itself, for models so fast that handing work to a thread and back costs more
+#: than the computation. "auto": inline when the warm-up runs take under INLINE_MAX_US and the
+#: model has one instance, else threads.
+EXECUTION_MODES = ("auto", "thread", "inline")
+INLINE_MAX_US = 200
 CONFIG_FILE = "config.yaml"
 
 
@@ -34,6 +40,7 @@ class RuntimeOptions:
     execution_providers: tuple[str, ...] = ()  # empty: the best the machine has, CPU last
     graph_optimization_level: str = "all"
     warmup: bool = True
+    execution: str = "auto"  # "auto" | "thread" | "inline", see EXECUTION_MODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ class ServerSettings:
     workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "warning"
+    keep_alive_s: float = 75.0  # idle connections close after this
+    drain_s: float = 30.0  # at shutdown, longest wait for in-flight requests
 
 
 _MODEL_FIELDS = {
@@ -95,6 +104,7 @@ _RUNTIME_FIELDS = {
     "execution_providers",
     "graph_optimization_level",
     "warmup",
+    "execution",
 }
 _TENSOR_FIELDS = {"name", "datatype", "shape"}
 
@@ -223,12 +233,18 @@ def _runtime(value: object, source: str) -> RuntimeOptions:
     warmup = m.get("warmup", True)
     if not isinstance(warmup, bool):
         raise ConfigError(source, "runtime.warmup", "true or false", warmup)
+    execution = m.get("execution", "auto")
+    if execution not in EXECUTION_MODES:
+        raise ConfigError(
+            source, "runtime.execution", f"one of {', '.join(EXECUTION_MODES)}", execution
+        )
     return RuntimeOptions(
         intra_op_threads=_int(m.get("intra_op_threads", 0), source, "runtime.intra_op_threads", 0),
         inter_op_threads=_int(m.get("inter_op_threads", 0), source, "runtime.inter_op_threads", 0),
         execution_providers=tuple(providers),
         graph_optimization_level=level,
         warmup=warmup,
+        execution=execution,
     )
 
 
@@ -282,6 +298,7 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
             "execution_providers": list(rt.execution_providers),
             "graph_optimization_level": rt.graph_optimization_level,
             "warmup": rt.warmup,
+            "execution": rt.execution,
         },
         "version_policy": policy,
     }

@@ -101,6 +101,7 @@ def test_full_config_is_read_field_by_field() -> None:
             "one of disable, basic, extended, all",
         ),
         ({"runtime": {"warmup": "yes"}}, "runtime.warmup", "true or false"),
+        ({"runtime": {"execution": "fast"}}, "runtime.execution", "one of auto, thread, inline"),
         ({"version_policy": "newest"}, "version_policy", "a mapping"),
         ({"version_policy": {"latest": 1, "all": {}}}, "version_policy", "{latest: N}"),
         ({"version_policy": {"oldest": 1}}, "version_policy", "{specific: [versions]}"),

@@ -7,6 +7,7 @@ that dies. Each worker loads the models itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from mserve.config import ServerSettings
 from mserve.repository import Repository
 from mserve.server.dataplane import DataPlane
 from mserve.server.http.app import HttpApp
+from mserve.server.http.protocol import Connections, HttpServerProtocol
 from mserve.server.models import ModelManager, RuntimeFactory, default_runtime_factory
 
 log = logging.getLogger("mserve.server")
@@ -79,37 +81,53 @@ def _serve_worker(
     announce: Announce | None,
     port: int,
 ) -> None:
-    import uvicorn
-
     server = build(repository, settings)
-    if announce is not None:
-        ready = [r.name for r in server.dataplane.repository_index(ready_only=True)]
-        announce(
-            f"serving {len(set(ready))} model(s) [{', '.join(sorted(set(ready)))}] on "
-            f"http://{settings.host}:{port} with {settings.workers} worker(s)"
-        )
-    config = uvicorn.Config(
-        server.http,
-        loop=_loop(),
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=settings.log_level,
-        timeout_keep_alive=30,
-        backlog=2048,
-    )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _run_loop(_serve_async(server, sock, settings, announce, port))
     finally:
         server.dataplane.models.close()
 
 
-def _loop() -> str:
+async def _serve_async(
+    server: Server,
+    sock: socket.socket,
+    settings: ServerSettings,
+    announce: Announce | None,
+    port: int,
+) -> None:
+    """Accept connections until SIGINT / SIGTERM, then drain: readiness turns false, the socket
+    stops accepting, in-flight requests are answered (bounded), connections close."""
+    loop = asyncio.get_running_loop()
+    connections = Connections(keep_alive_s=settings.keep_alive_s)
+    listener = await loop.create_server(
+        lambda: HttpServerProtocol(server.http, connections), sock=sock, backlog=2048
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if announce is not None:
+        ready = sorted({r.name for r in server.dataplane.repository_index(ready_only=True)})
+        announce(
+            f"serving {len(ready)} model(s) [{', '.join(ready)}] on "
+            f"http://{settings.host}:{port} with {settings.workers} worker(s)"
+        )
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=5.0)
+        except TimeoutError:
+            connections.close_idle()
+    server.dataplane.set_ready(False)
+    listener.close()
+    await connections.drain(settings.drain_s)
+
+
+def _run_loop(coro: Any) -> None:
     try:
-        import uvloop  # noqa: F401
+        import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return "asyncio"
-    return "uvloop"
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
 
 
 def _worker_main(

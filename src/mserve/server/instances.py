@@ -76,6 +76,18 @@ class InstancePool:
         """Execute once on the caller's thread with the first runtime (warm-up, tools)."""
         return self._runtimes[0].infer(feed, outputs)
 
+    def run_inline(self, feed: Feed, outputs: list[str]) -> Timed:
+        """Execute on the caller's thread (the event loop), timed like a queued execution."""
+        if self._closed:
+            raise RuntimeError("instance pool is closed")
+        start = time.perf_counter_ns()
+        try:
+            result = Timed(self._runtimes[0].infer(feed, outputs), None, 0, 0)
+        except Exception as exc:  # the model's failure belongs to this request only
+            result = Timed(None, exc, 0, 0)
+        result.infer_ns = time.perf_counter_ns() - start
+        return result
+
     def close(self, on_closed: Callable[[], None] | None = None) -> None:
         """Finish what is queued, then stop the threads and close the runtimes (in background)."""
         if self._closed:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mserve.config import ModelConfig
+from mserve.config import INLINE_MAX_US, ModelConfig
 from mserve.errors import (
     InvalidInput,
     InvalidRequest,
@@ -152,10 +152,29 @@ class ModelVersion:
         self._outputs = {s.name: s for s in config.outputs}
         self._output_names = [s.name for s in config.outputs]
         self._dtypes = {s.name: numpy_dtype(s.datatype) for s in config.inputs}
+        self.inline = config.runtime.execution == "inline"
 
     def warmup(self) -> None:
-        """Run once on zeros so the first request does not pay for lazy initialisation."""
-        self.pool.run_sync(warmup_inputs(self.config.inputs), self._output_names)
+        """Run on zeros so the first request does not pay for lazy initialisation; with
+        ``execution: auto``, time a few runs to choose between inline and threads."""
+        feed = warmup_inputs(self.config.inputs)
+        self.pool.run_sync(feed, self._output_names)
+        if self.config.runtime.execution != "auto" or self.config.instance_count != 1:
+            return
+        times = []
+        for _ in range(9):
+            start = time.perf_counter_ns()
+            self.pool.run_sync(feed, self._output_names)
+            times.append(time.perf_counter_ns() - start)
+        median_us = sorted(times)[len(times) // 2] / 1000
+        self.inline = median_us < INLINE_MAX_US
+        log.info(
+            "model %s version %s: warm-up median %.0f us, computing %s",
+            self.name,
+            self.version,
+            median_us,
+            "inline on the event loop" if self.inline else "on instance threads",
+        )
 
     def validate(self, request: InferRequest) -> tuple[dict[str, np.ndarray], list[str], int]:
         """Check inputs against the signature; return the feed, output names and batch size."""
@@ -244,13 +263,15 @@ class ModelVersion:
             raise
         t1 = clock()
         try:
-            pending = self.pool.submit(feed, names)
+            if self.inline:
+                timed = self.pool.run_inline(feed, names)
+            else:
+                timed = await self.pool.submit(feed, names)
         except RuntimeError:  # closed since the lookup: unloaded or reloaded on another thread
             self.stats.record_failure(clock() - t0)
             raise ModelNotReady(
                 self.name, self.version, UNAVAILABLE, "unloaded or reloaded as the request arrived"
             ) from None
-        timed = await pending
         t2 = clock()
         if timed.error is not None or timed.outputs is None:
             self.stats.record_failure(t2 - t0)

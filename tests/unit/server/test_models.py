@@ -347,3 +347,45 @@ def test_intra_op_threads_share_the_usable_cores_between_instances() -> None:
     assert intra_op_threads(ModelConfig("m", instance_count=cores * 4)) == 1
     explicit = ModelConfig("m", instance_count=2, runtime=RuntimeOptions(intra_op_threads=3))
     assert intra_op_threads(explicit) == 3
+
+
+@pytest.mark.parametrize("execution", ["thread", "inline", "auto"])
+def test_every_execution_mode_computes_the_same_answers(
+    tmp_path: Path, onnx_factory: Any, place: Any, execution: str
+) -> None:
+    config = ModelConfig(
+        "addsub",
+        inputs=BATCHED.inputs,
+        outputs=BATCHED.outputs,
+        max_batch_size=8,
+        runtime=RuntimeOptions(execution=execution),
+    )
+    place(tmp_path, "addsub", {1: onnx_factory.add_sub()}, config=config)
+    m = ModelManager(Repository(tmp_path))
+    m.load_all()
+    try:
+        mv = m.get("addsub")
+        if execution != "auto":
+            assert mv.inline is (execution == "inline")
+        a, b = [[1, 2, 3, 4]], [[0.5, 0.5, 0.5, 0.5]]
+        response = asyncio.run(mv.infer(request("addsub", fp32("INPUT0", a), fp32("INPUT1", b))))
+        assert response.outputs[0].data.tolist() == [[1.5, 2.5, 3.5, 4.5]]
+        assert response.outputs[1].data.tolist() == [[0.5, 1.5, 2.5, 3.5]]
+        stats = mv.stats.to_dict()
+        assert stats["inference_count"] == 1
+        assert stats["inference_stats"]["compute_infer"]["count"] == 1
+    finally:
+        m.close()
+
+
+def test_auto_execution_with_several_instances_uses_threads(
+    tmp_path: Path, onnx_factory: Any, place: Any
+) -> None:
+    config = ModelConfig("ident", instance_count=2)
+    place(tmp_path, "ident", {1: onnx_factory.identity("FP32")}, config=config)
+    m = ModelManager(Repository(tmp_path))
+    m.load_all()
+    try:
+        assert m.get("ident").inline is False
+    finally:
+        m.close()

@@ -1,7 +1,8 @@
-"""The V2 REST API as a lean ASGI application: route, decode, call the data plane, encode.
+"""The V2 REST API: route, decode, call the data plane, encode.
 
-No framework in the request path: the router is a split of the path, bodies are parsed with
-orjson and numpy, and every error leaves as ``{"error": "..."}`` with the status from
+No framework in the request path: :mod:`mserve.server.http.protocol` parses HTTP/1.1 and hands
+each complete request here; the router is a split of the path, bodies are parsed with orjson and
+numpy, and every error leaves as ``{"error": "..."}`` with the status from
 :mod:`mserve.server.http.status`.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mserve.errors import MalformedRequest, MserveError, PayloadTooLarge, RouteNotFound
@@ -19,61 +20,58 @@ from mserve.server.http.status import status_of
 
 log = logging.getLogger("mserve.http")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = dict[bytes, bytes]  # lower-case names
 Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 _JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class Request:
+    """A complete HTTP request as the protocol hands it over."""
+
+    method: str
+    path: str
+    headers: Headers
+    body: bytes
 
 
 def _json(status: int, doc: Any) -> Reply:
     return status, codec.dumps(doc), _JSON
 
 
+def error_reply(exc: MserveError) -> Reply:
+    """The reply for one of our errors: its status, and its message as V2's error body."""
+    return _json(status_of(exc), {"error": exc.message})
+
+
+INTERNAL_ERROR: Reply = _json(500, {"error": "internal server error; see the server log"})
+
+
 class HttpApp:
-    """ASGI callable serving the Open Inference Protocol V2 over REST."""
+    """Serves the Open Inference Protocol V2 over REST from one data plane."""
 
     def __init__(self, dataplane: DataPlane, max_body_bytes: int = 64 * 1024 * 1024) -> None:
         self.dp = dataplane
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def handle(self, request: Request) -> Reply:
+        """Answer one request; never raises."""
         try:
-            status, body, headers = await self._dispatch(scope, receive)
+            return await self._dispatch(request)
         except MserveError as exc:
-            status, body, headers = _json(status_of(exc), {"error": exc.message})
+            return error_reply(exc)
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            status, body, headers = _json(
-                500, {"error": "internal server error; see the server log"}
-            )
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return INTERNAL_ERROR
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.dp.set_ready(False)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _dispatch(self, scope: Scope, receive: Receive) -> Reply:
-        method: str = scope["method"]
-        path: str = scope["path"]
+    async def _dispatch(self, request: Request) -> Reply:
+        method, path = request.method, request.path
         parts = path.strip("/").split("/")
         if parts[0] == "v2":
             n = len(parts)
             if n >= 3 and parts[1] == "models":
-                return await self._model_route(method, path, parts[2:], scope, receive)
+                return await self._model_route(request, parts[2:])
             if n == 1 and method == "GET":
                 return _json(200, self.dp.metadata().to_dict())
             if n == 3 and parts[1] == "health" and method == "GET":
@@ -84,12 +82,11 @@ class HttpApp:
                     ok = self.dp.ready()
                     return _json(200 if ok else 503, {"ready": ok})
             if n >= 3 and parts[1] == "repository" and method == "POST":
-                return await self._repository_route(parts[2:], scope, receive)
+                return await self._repository_route(request, parts[2:])
         raise RouteNotFound(method, path)
 
-    async def _model_route(
-        self, method: str, path: str, rest: list[str], scope: Scope, receive: Receive
-    ) -> Reply:
+    async def _model_route(self, request: Request, rest: list[str]) -> Reply:
+        method = request.method
         name = rest[0]
         if name == "stats" and len(rest) == 1 and method == "GET":
             return _json(200, self.dp.statistics())
@@ -99,7 +96,7 @@ class HttpApp:
             version, tail = tail[1], tail[2:]
         action = tail[0] if len(tail) == 1 else ("" if not tail else None)
         if action == "infer" and method == "POST":
-            return await self._infer(name, version, scope, receive)
+            return await self._infer(request, name, version)
         if method == "GET":
             if action == "":
                 return _json(200, self.dp.model_metadata(name, version).to_dict())
@@ -110,11 +107,11 @@ class HttpApp:
                 return _json(200, self.dp.statistics(name, version))
             if action == "config":
                 return _json(200, self.dp.model_config(name, version))
-        raise RouteNotFound(method, path)
+        raise RouteNotFound(method, request.path)
 
-    async def _repository_route(self, rest: list[str], scope: Scope, receive: Receive) -> Reply:
+    async def _repository_route(self, request: Request, rest: list[str]) -> Reply:
         if rest == ["index"]:
-            body = await self._body(scope, receive)
+            body = self._body(request)
             doc = codec.loads(body) if body.strip() else {}
             if not isinstance(doc, dict):
                 raise MalformedRequest("repository index body must be a JSON object")
@@ -123,7 +120,7 @@ class HttpApp:
                 raise MalformedRequest(f"'ready' must be true or false, got {ready!r}")
             return _json(200, [row.to_dict() for row in self.dp.repository_index(ready)])
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
-            body = await self._body(scope, receive)
+            body = self._body(request)
             doc = codec.loads(body) if body.strip() else {}
             if not isinstance(doc, dict):
                 raise MalformedRequest("repository request body must be a JSON object")
@@ -137,19 +134,19 @@ class HttpApp:
             else:
                 await self.dp.unload(rest[1])
             return 200, b"", []
-        raise RouteNotFound("POST", "/v2/repository/" + "/".join(rest))
+        raise RouteNotFound("POST", request.path)
 
-    async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive) -> Reply:
+    async def _infer(self, request: Request, name: str, version: str | None) -> Reply:
         header_length: int | None = None
-        for key, value in scope["headers"]:
-            if key == b"inference-header-content-length":
-                try:
-                    header_length = int(value)
-                except ValueError:
-                    raise MalformedRequest(
-                        f"Inference-Header-Content-Length must be an integer, got {value!r}"
-                    ) from None
-        body = await self._body(scope, receive)
+        raw_length = request.headers.get(b"inference-header-content-length")
+        if raw_length is not None:
+            try:
+                header_length = int(raw_length)
+            except ValueError:
+                raise MalformedRequest(
+                    f"Inference-Header-Content-Length must be an integer, got {raw_length!r}"
+                ) from None
+        body = self._body(request)
         if header_length == 0:
             model = self.dp.lookup(name, version)
             if len(model.config.inputs) != 1:
@@ -157,11 +154,11 @@ class HttpApp:
                     "Inference-Header-Content-Length 0 (raw binary) needs a model with one input; "
                     f"'{name}' has {len(model.config.inputs)}"
                 )
-            request = codec.decode_raw(body, model.config.inputs[0], name, version)
+            infer_request = codec.decode_raw(body, model.config.inputs[0], name, version)
         else:
-            request = codec.decode_infer(body, header_length, name, version)
-        response = await self.dp.infer(request)
-        out, json_length = codec.encode_infer(response, request)
+            infer_request = codec.decode_infer(body, header_length, name, version)
+        response = await self.dp.infer(infer_request)
+        out, json_length = codec.encode_infer(response, infer_request)
         if json_length is None:
             return 200, out, _JSON
         return (
@@ -173,36 +170,12 @@ class HttpApp:
             ],
         )
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        encoding = b""
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise MalformedRequest("Content-Length must be an integer") from None
-                if declared > limit:
-                    raise PayloadTooLarge(declared, limit)
-            elif key == b"content-encoding":
-                encoding = value.lower()
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise MalformedRequest("client disconnected before the body was complete")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(size, limit)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    def _body(self, request: Request) -> bytes:
+        """The body, decompressed when the request says so (the size was checked on arrival)."""
+        encoding = request.headers.get(b"content-encoding", b"").lower()
         if encoding and encoding != b"identity":
-            body = _decompress(body, encoding, limit)
-        return body
+            return _decompress(request.body, encoding, self.max_body_bytes)
+        return request.body
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
