@@ -36,11 +36,6 @@ class Timed:
 _STOP = object()
 
 
-def _resolve(fut: asyncio.Future[Timed], result: Timed) -> None:
-    if not fut.done():  # the caller may have gone (cancelled) meanwhile
-        fut.set_result(result)
-
-
 class InstancePool:
     """``count`` threads executing ``runtime.infer`` calls in arrival order."""
 
@@ -56,6 +51,7 @@ class InstancePool:
         ]
         self._runtimes = runtimes
         self._closed = False
+        self.pending = 0  # submitted and not yet resolved; touched only on the event loop
         for t in self._threads:
             t.start()
 
@@ -69,8 +65,14 @@ class InstancePool:
             raise RuntimeError("instance pool is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Timed] = loop.create_future()
+        self.pending += 1
         self._queue.put((feed, outputs, fut, loop, time.perf_counter_ns()))
         return fut
+
+    def _resolve(self, fut: asyncio.Future[Timed], result: Timed) -> None:
+        self.pending -= 1
+        if not fut.done():  # the caller may have gone (cancelled) meanwhile
+            fut.set_result(result)
 
     def run_sync(self, feed: Feed, outputs: list[str]) -> dict[str, np.ndarray]:
         """Execute once on the caller's thread with the first runtime (warm-up, tools)."""
@@ -121,6 +123,6 @@ class InstancePool:
                 result = Timed(None, exc, start - queued_at, 0)
             result.infer_ns = clock() - start
             try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
-                loop.call_soon_threadsafe(_resolve, fut, result)
+                loop.call_soon_threadsafe(self._resolve, fut, result)
             except RuntimeError:  # the loop closed while we computed
                 pass

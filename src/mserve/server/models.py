@@ -263,7 +263,9 @@ class ModelVersion:
             raise
         t1 = clock()
         try:
-            if self.inline:
+            if self.inline and not self.pool.pending:
+                # idle: a thread hand-off would cost more than the run; under load the
+                # instance threads take over, and the loop goes on parsing meanwhile
                 timed = self.pool.run_inline(feed, names)
             else:
                 timed = await self.pool.submit(feed, names)
