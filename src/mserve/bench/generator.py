@@ -35,6 +35,12 @@ from mserve.errors import Unavailable
 
 clock = time.perf_counter_ns
 
+#: Shortest gap between two wake-ups of the open-loop sender: above some 20k requests/s the
+#: requests due within it go out together (lag <= 50 us) instead of one wake-up each.
+MIN_TICK_NS = 50_000
+#: Connections being opened at once, at most.
+MAX_OPENING = 8
+
 
 @dataclass(frozen=True, slots=True)
 class Load:
@@ -138,6 +144,8 @@ class Generator:
         self._offsets: np.ndarray = np.empty(0, dtype=np.int64)
         self._next_send = 0
         self._t0 = 0
+        self._end_ns = 0
+        self._timer: Timer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.connect_errors = 0
         self.connections_used = 0
@@ -192,33 +200,35 @@ class Generator:
             if self._idle:
                 self._send(self._idle.popleft(), intended)
             else:
+                # wait for the next free connection; open more, a few at a time (a burst of
+                # connects after a hiccup would cost more than the wait)
                 self._backlog.append(intended)
-                if len(self._conns) + self._opening < self.load.max_connections:
-                    self._start_opening()
-                else:
+                if len(self._conns) + self._opening >= self.load.max_connections:
                     self._window.backlogged += 1
+                elif self._opening < MAX_OPENING:
+                    self._start_opening()
         self._next_send = i
         # keep a few idle connections ready, so a slow server never makes us connect on demand
         while (
             len(self._idle) + self._opening < self._spare
             and len(self._conns) + self._opening < self.load.max_connections
+            and self._opening < MAX_OPENING
         ):
             self._start_opening()
 
-    async def _open_loop(self, timer: Timer, end_ns: int) -> None:
-        offsets = self._offsets
-        while not self._stopping and self._next_send < len(offsets):
-            now = clock()
-            due = self._t0 + int(offsets[self._next_send])
-            if due > end_ns:
-                return
-            if due > now:
-                if due - now > 3_000_000:
-                    await asyncio.sleep((due - now - 2_000_000) / 1e9)
-                else:
-                    await timer.wait_until(due)
-                continue
-            self._dispatch_due(now)
+    def _tick(self) -> None:
+        """The timer's callback: send what is due, then arm for the next intended time (at
+        least MIN_TICK_NS ahead, so very high rates are sent in small bursts, not one wake-up
+        per request)."""
+        if self._stopping:
+            return
+        now = clock()
+        self._dispatch_due(now)
+        if self._next_send >= len(self._offsets):
+            return
+        due = self._t0 + int(self._offsets[self._next_send])
+        if due <= self._end_ns and self._timer is not None:
+            self._timer.arm(max(due, now + MIN_TICK_NS), self._tick)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -330,16 +340,17 @@ class Generator:
         measure_start = self._t0 + int(warmup_s * 1e9)
         end_ns = measure_start + int(max_duration_s * 1e9)
         window_ns = int(window_s * 1e9)
-        timer = make_timer(loop)
+        timer = self._timer = make_timer(loop)
         reaper = loop.create_task(self._reap_timeouts())
-        sender: asyncio.Task[None] | None = None
         if load.mode == "closed":
             now = clock()
             while self._idle:
                 self._send(self._idle.popleft(), now)
         else:
             self._offsets = offsets_ns if offsets_ns is not None else np.empty(0, dtype=np.int64)
-            sender = loop.create_task(self._open_loop(timer, end_ns))
+            self._end_ns = end_ns
+            if len(self._offsets):
+                timer.arm(self._t0 + int(self._offsets[0]), self._tick)
         windows: list[WindowRecord] = []
         try:
             await _sleep_until(measure_start)
@@ -358,8 +369,6 @@ class Generator:
                     break
         finally:
             self._stopping = True
-            if sender is not None:
-                sender.cancel()
             tail = self._window
             await self._drain()
             tail.end_ns = clock()
