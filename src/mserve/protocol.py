@@ -170,3 +170,17 @@ def raw_bytes(datatype: str, data: np.ndarray) -> bytes:
             parts.append(b)
         return b"".join(parts)
     return np.ascontiguousarray(data, dtype=DATATYPES[datatype].newbyteorder("<")).tobytes()
+
+
+def json_values(datatype: str, data: np.ndarray) -> Any:
+    """A tensor's data for a V2 JSON body: flat, row-major; BYTES as text (invalid UTF-8
+    replaced), FP16 widened to FP32 (JSON numbers); numeric data stays a numpy array for
+    orjson's numpy serialisation."""
+    if datatype == "BYTES":
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            for v in data.reshape(-1)
+        ]
+    if data.dtype == np.float16:
+        data = data.astype(np.float32)
+    return np.ascontiguousarray(data).reshape(-1)

@@ -17,7 +17,7 @@ from mserve.bench.fetch import Endpoint, fetch
 from mserve.bench.targets.base import Check, Prepared, ServerStats, StatusCheck
 from mserve.bench.workload import InputSpec, Sample, load_samples, random_samples
 from mserve.errors import InvalidRequest, ModelNotFound, Unavailable
-from mserve.protocol import raw_bytes
+from mserve.protocol import json_values, raw_bytes
 
 
 class V2HttpTarget:
@@ -112,7 +112,7 @@ class V2HttpTarget:
                         "name": name,
                         "shape": list(arr.shape),
                         "datatype": dtypes[name],
-                        "data": _json_data(arr, dtypes[name]),
+                        "data": json_values(dtypes[name], arr),
                     }
                     for name, arr in sample.items()
                 ],
@@ -196,14 +196,6 @@ class OutputCheck:
 
 def specs_dt(specs: list[InputSpec], name: str) -> str:
     return next(s.datatype for s in specs if s.name == name)
-
-
-def _json_data(arr: np.ndarray, datatype: str) -> Any:
-    if datatype == "BYTES":
-        return [v.decode("utf-8", "replace") for v in arr.reshape(-1)]
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    return np.ascontiguousarray(arr).reshape(-1)
 
 
 def _load_expected(path: Path) -> dict[str, np.ndarray]:

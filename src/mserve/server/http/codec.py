@@ -23,6 +23,8 @@ from mserve.protocol import (
     Tensor,
     TensorSpec,
     element_size,
+    json_values,
+    raw_bytes,
 )
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -342,7 +344,7 @@ def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes,
             chunks.append(raw)
             entry["parameters"] = {"binary_data_size": len(raw)}
         else:
-            entry["data"] = _json_data(t)
+            entry["data"] = json_values(t.datatype, t.data)
         outputs.append(entry)
     doc: dict[str, Any] = {
         "model_name": response.model_name,
@@ -361,26 +363,7 @@ def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes,
 
 def tensor_bytes(t: Tensor) -> bytes:
     """A tensor's binary form: little-endian row-major, or length-prefixed BYTES elements."""
-    if t.datatype == "BYTES":
-        parts = []
-        for v in t.data.reshape(-1):
-            b = v if isinstance(v, bytes) else str(v).encode()
-            parts.append(struct.pack("<I", len(b)))
-            parts.append(b)
-        return b"".join(parts)
-    return np.ascontiguousarray(t.data, dtype=_LE[t.datatype]).tobytes()
-
-
-def _json_data(t: Tensor) -> Any:
-    if t.datatype == "BYTES":
-        return [
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-            for v in t.data.reshape(-1)
-        ]
-    arr = t.data
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    return np.ascontiguousarray(arr).reshape(-1)
+    return raw_bytes(t.datatype, t.data)
 
 
 def dumps(doc: Any) -> bytes:
