@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
 
 #: on_done(connection, status, body, error_kind): status 0 and an error kind on failure.
 OnDone = Callable[["Http1Connection", int, bytes, str | None], None]
+#: connect(host, port, on_done, keep_body) -> an open connection. A transport other than
+#: HTTP/1.1 provides one returning an object with the same attributes and methods.
+Connect = Callable[[str, int, OnDone, bool], Awaitable["Http1Connection"]]
 
 
 class Http1Connection(asyncio.Protocol):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mserve.bench.connection import Http1Connection, connect
+from mserve.bench.connection import Http1Connection
 from mserve.bench.histogram import Histogram
 from mserve.bench.targets.base import Prepared
 from mserve.bench.timer import Timer, make_timer
@@ -239,7 +239,7 @@ class Generator:
 
     async def _open_one(self) -> None:
         try:
-            conn = await connect(self.p.host, self.p.port, self._done, self.p.keep_body)
+            conn = await self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
         except OSError:
             self.connect_errors += 1
             self._window.errors["connection"] = self._window.errors.get("connection", 0) + 1
@@ -262,7 +262,7 @@ class Generator:
             self._start_opening()
             return
         try:
-            conn = await connect(self.p.host, self.p.port, self._done, self.p.keep_body)
+            conn = await self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
         except OSError:
             self.connect_errors += 1
             self._window.errors["connection"] = self._window.errors.get("connection", 0) + 1
@@ -321,7 +321,7 @@ class Generator:
         try:
             conns = await asyncio.gather(
                 *(
-                    connect(self.p.host, self.p.port, self._done, self.p.keep_body)
+                    self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
                     for _ in range(initial)
                 )
             )

@@ -6,20 +6,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mserve.bench.connection import Connect, connect
+
 #: check(status, body) -> None when the response is right, else an error kind ("http_503", ...).
 Check = Callable[[int, bytes], str | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What the generator sends and how it judges answers; requests are complete wire bytes,
-    sent in rotation."""
+    """What the generator sends and how it judges answers: requests are complete wire bytes,
+    sent in rotation over connections that ``connect`` opens (HTTP/1.1 unless a target brings
+    its own transport, e.g. HTTP/2 for gRPC; it must be a module-level function, so that
+    generator processes can receive it)."""
 
     host: str
     port: int
     requests: list[bytes]
     check: Check
     keep_body: bool = False
+    connect: Connect = connect
     rows_per_request: int = 1
     description: dict[str, Any] = field(default_factory=dict)
 
