@@ -23,10 +23,10 @@ from mserve.protocol import DATATYPES, TensorSpec
 BACKENDS = ("onnxruntime",)
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: Where a model computes. "thread": on its instance threads, off the event loop. "inline": on
-#: the event loop itself while no request of the model is on its threads (an idle server), for
-#: models so fast that handing work to a thread and back costs more than the computation; under
-#: load the threads take over. "auto": "inline" when the warm-up runs take under INLINE_MAX_US
-#: and the model has one instance, else "thread".
+#: the event loop itself while no other request is waiting (handing a tiny model's work to a
+#: thread and back costs more than the computation); when requests queue, the instance threads
+#: take over and the loop goes on decoding and encoding the others meanwhile. "auto": "inline"
+#: when the warm-up runs take under INLINE_MAX_US and the model has one instance, else "thread".
 EXECUTION_MODES = ("auto", "thread", "inline")
 INLINE_MAX_US = 200
 CONFIG_FILE = "config.yaml"

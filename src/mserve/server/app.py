@@ -26,6 +26,7 @@ from mserve.repository import Repository
 from mserve.server.dataplane import DataPlane
 from mserve.server.http.app import HttpApp
 from mserve.server.http.protocol import Connections, HttpServerProtocol
+from mserve.server.load import InFlight
 from mserve.server.models import ModelManager, RuntimeFactory, default_runtime_factory
 
 log = logging.getLogger("mserve.server")
@@ -39,6 +40,7 @@ class Server:
 
     dataplane: DataPlane
     http: HttpApp
+    in_flight: InFlight  # counted by the transports, read by the models
 
 
 def build(
@@ -47,11 +49,13 @@ def build(
     runtime_factory: RuntimeFactory = default_runtime_factory,
 ) -> Server:
     """Load every model of the repository and wire the transports to one data plane."""
-    models = ModelManager(Repository(repository), runtime_factory)
+    in_flight = InFlight()
+    models = ModelManager(Repository(repository), runtime_factory, in_flight)
     models.load_all()
     dataplane = DataPlane(models)
     dataplane.set_ready(True)
-    return Server(dataplane, HttpApp(dataplane, max_body_bytes=settings.max_body_bytes))
+    http = HttpApp(dataplane, max_body_bytes=settings.max_body_bytes)
+    return Server(dataplane, http, in_flight)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -104,7 +108,7 @@ async def _serve_async(
     """Accept connections until SIGINT / SIGTERM, then drain: readiness turns false, the socket
     stops accepting, in-flight requests are answered (bounded), connections close."""
     loop = asyncio.get_running_loop()
-    connections = Connections(keep_alive_s=settings.keep_alive_s)
+    connections = Connections(keep_alive_s=settings.keep_alive_s, in_flight=server.in_flight)
     listener = await loop.create_server(
         lambda: HttpServerProtocol(server.http, connections), sock=sock, backlog=2048
     )

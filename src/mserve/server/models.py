@@ -41,6 +41,7 @@ from mserve.repository import ModelSource, Repository, valid_model_name
 from mserve.runtime import open_runtime
 from mserve.runtime.base import Runtime, warmup_inputs
 from mserve.server.instances import InstancePool
+from mserve.server.load import InFlight
 from mserve.server.statistics import ModelStats
 
 log = logging.getLogger("mserve.models")
@@ -141,8 +142,15 @@ def reconcile(config: ModelConfig | None, runtime: Runtime, name: str, source: s
 class ModelVersion:
     """One loaded version of a model."""
 
-    def __init__(self, config: ModelConfig, version: int, runtimes: list[Runtime]) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        version: int,
+        runtimes: list[Runtime],
+        in_flight: InFlight | None = None,
+    ) -> None:
         self.config = config
+        self.in_flight = in_flight or InFlight()
         self.name = config.name
         self.version = str(version)
         self.platform = runtimes[0].platform
@@ -263,9 +271,9 @@ class ModelVersion:
             raise
         t1 = clock()
         try:
-            if self.inline and not self.pool.pending:
-                # idle: a thread hand-off would cost more than the run; under load the
-                # instance threads take over, and the loop goes on parsing meanwhile
+            if self.inline and not self.pool.pending and not self.in_flight.busy():
+                # nothing else waiting: a thread hand-off would cost more than the run; with
+                # requests queued the instance threads take over and the loop goes on with them
                 timed = self.pool.run_inline(feed, names)
             else:
                 timed = await self.pool.submit(feed, names)
@@ -318,9 +326,13 @@ class ModelManager:
     """All models of one repository, loaded by name; safe to call from the event loop."""
 
     def __init__(
-        self, repository: Repository, runtime_factory: RuntimeFactory = default_runtime_factory
+        self,
+        repository: Repository,
+        runtime_factory: RuntimeFactory = default_runtime_factory,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.repository = repository
+        self.in_flight = in_flight or InFlight()
         self._factory = runtime_factory
         self._models: dict[str, _Model] = {}
         self._load_lock = threading.Lock()
@@ -390,7 +402,7 @@ class ModelManager:
                 runtimes.append(
                     first if first.thread_safe else self._factory(config.backend, path, config)
                 )
-            mv = ModelVersion(effective, version, runtimes)
+            mv = ModelVersion(effective, version, runtimes, self.in_flight)
         except MserveError:
             for rt in {id(r): r for r in runtimes}.values():
                 rt.close()

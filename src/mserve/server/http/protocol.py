@@ -20,6 +20,7 @@ import httptools
 
 from mserve.errors import MalformedRequest, PayloadTooLarge
 from mserve.server.http.app import HttpApp, Reply, Request, error_reply
+from mserve.server.load import InFlight
 
 log = logging.getLogger("mserve.http")
 
@@ -65,8 +66,9 @@ def render(reply: Reply, keep_alive: bool, head_only: bool = False) -> bytes:
 class Connections:
     """The open connections of one server, for idle time-outs and draining at shutdown."""
 
-    def __init__(self, keep_alive_s: float = 75.0) -> None:
+    def __init__(self, keep_alive_s: float = 75.0, in_flight: InFlight | None = None) -> None:
         self.open: set[HttpServerProtocol] = set()
+        self.in_flight = in_flight or InFlight()
         self.keep_alive_s = keep_alive_s
         self.closing = False
 
@@ -118,6 +120,7 @@ class HttpServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.open.discard(self)
         self.transport = None
+        self.connections.in_flight.count -= len(self.queue)  # never to be answered
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -172,6 +175,7 @@ class HttpServerProtocol(asyncio.Protocol):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Request(self.parser.get_method().decode(), path, self._headers, body)
         self.queue.append((request, self.parser.should_keep_alive()))
+        self.connections.in_flight.count += 1
         if len(self.queue) > _MAX_PIPELINE and self.transport is not None:
             self.transport.pause_reading()
         if not self.busy:
@@ -185,7 +189,10 @@ class HttpServerProtocol(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._answer(request, keep_alive))
 
     async def _answer(self, request: Request, keep_alive: bool) -> None:
-        reply = await self.app.handle(request)
+        try:
+            reply = await self.app.handle(request)
+        finally:
+            self.connections.in_flight.count -= 1
         transport = self.transport
         if transport is None:  # the client went away; nothing to write to
             self.busy = False
@@ -205,6 +212,7 @@ class HttpServerProtocol(asyncio.Protocol):
     def _reject(self, error: MalformedRequest | PayloadTooLarge) -> None:
         """Answer an unreadable or oversized request at once and close the connection."""
         self._rejected = True
+        self.connections.in_flight.count -= len(self.queue)
         self.queue.clear()
         if self.transport is not None:
             self.transport.write(render(error_reply(error), keep_alive=False))
