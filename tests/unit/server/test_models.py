@@ -389,3 +389,46 @@ def test_auto_execution_with_several_instances_uses_threads(
         assert m.get("ident").inline is False
     finally:
         m.close()
+
+
+class ThreadRecordingRuntime(FakeRuntime):
+    """The fake runtime, remembering on which thread each call ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def infer(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return super().infer(inputs, outputs)
+
+
+def test_inline_models_move_to_their_threads_when_requests_queue(tmp_path: Path) -> None:
+    from mserve.config import ModelConfig as Config
+    from mserve.server.load import InFlight
+
+    (tmp_path / "fake" / "1").mkdir(parents=True)
+    (tmp_path / "fake" / "1" / "model.onnx").write_bytes(b"unused by the fake runtime")
+    runtime = ThreadRecordingRuntime()
+    in_flight = InFlight()
+
+    def factory(backend: str, path: Path, config: Config) -> ThreadRecordingRuntime:
+        return runtime
+
+    m = ModelManager(Repository(tmp_path), factory, in_flight)
+    m.load("fake")
+    mv = m.get("fake")
+    mv.inline = True
+    x = fp32("INPUT", [[1, 2, 3, 4]])
+    try:
+        in_flight.count = 1  # this request alone: computed on the event loop
+        asyncio.run(mv.infer(request("fake", x)))
+        in_flight.count = 5  # others waiting: computed on an instance thread
+        out = asyncio.run(mv.infer(request("fake", x)))
+    finally:
+        m.close()
+    assert runtime.threads[-2] == "MainThread"
+    assert runtime.threads[-1].startswith("fake-v1-instance-")
+    assert out.outputs[0].data.tolist() == [[2.0, 4.0, 6.0, 8.0]]
