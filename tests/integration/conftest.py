@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,24 @@ class Served:
 
 
 StartServer = Callable[..., Served]
+RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m mserve ARGS`` as a user runs it, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "mserve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def mserve_cli() -> RunCli:
+    """mserve_cli(*args, timeout=120) -> the finished ``python -m mserve`` process."""
+    return run_cli
 
 
 @pytest.fixture(scope="session")

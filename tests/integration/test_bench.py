@@ -19,18 +19,9 @@ SLOW_SERVER = Path(__file__).with_name("slow_server.py")
 QUICK = ["--warmup", "0.5", "--window", "0.5", "-q"]
 
 
-def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real command line."""
-    return subprocess.run(
-        [sys.executable, "-m", "mserve", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def bench_json(*args: str) -> dict[str, Any]:
-    proc = bench(*args, "--json")
+def bench_json(mserve_cli: Any, *args: str) -> dict[str, Any]:
+    """Run ``mserve bench ARGS --json`` and return the result document."""
+    proc = mserve_cli("bench", *args, "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
@@ -61,9 +52,12 @@ def slow_server() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("protocol", ["v2-json", "v2-binary"])
-def test_sweep_counts_match_the_servers_statistics(served: Any, protocol: str) -> None:
+def test_sweep_counts_match_the_servers_statistics(
+    served: Any, protocol: str, mserve_cli: Any
+) -> None:
     url = f"http://{served.address}"
     result = bench_json(
+        mserve_cli,
         url,
         "-m",
         "digits",
@@ -89,11 +83,15 @@ def test_sweep_counts_match_the_servers_statistics(served: Any, protocol: str) -
     assert result["target"]["protocol"] == protocol
 
 
-def test_open_loop_sees_the_stall_that_closed_loop_hides(slow_server: Any) -> None:
+def test_open_loop_sees_the_stall_that_closed_loop_hides(slow_server: Any, mserve_cli: Any) -> None:
     url = slow_server("stall")  # frozen for 1 s once every 2 s
     common = ["--protocol", "http", "--method", "GET", "--warmup", "0", "--window", "1"]
-    open_loop = bench_json(url, *common, "--rate", "100", "--duration", "4", "-q")["steps"][0]
-    closed = bench_json(url, *common, "--concurrency", "1", "--duration", "4", "-q")["steps"][0]
+    open_loop = bench_json(mserve_cli, url, *common, "--rate", "100", "--duration", "4", "-q")[
+        "steps"
+    ][0]
+    closed = bench_json(mserve_cli, url, *common, "--concurrency", "1", "--duration", "4", "-q")[
+        "steps"
+    ][0]
     # open loop: half the requests are intended during a freeze and wait up to 1 s
     assert open_loop["latency_ms"]["p90"] > 300
     assert open_loop["achieved_rate_rps"] == pytest.approx(100, rel=0.05)
@@ -102,9 +100,10 @@ def test_open_loop_sees_the_stall_that_closed_loop_hides(slow_server: Any) -> No
     assert closed["latency_ms"]["max"] > 500
 
 
-def test_a_drifting_server_is_marked_unstable(slow_server: Any) -> None:
+def test_a_drifting_server_is_marked_unstable(slow_server: Any, mserve_cli: Any) -> None:
     url = slow_server("drift", 4.0)  # 4 ms slower every second
     step = bench_json(
+        mserve_cli,
         url,
         "--protocol",
         "http",
@@ -127,9 +126,10 @@ def test_a_drifting_server_is_marked_unstable(slow_server: Any) -> None:
     assert any("not stable within 10%" in r for r in step["reasons"])
 
 
-def test_a_steady_server_is_stable(slow_server: Any) -> None:
+def test_a_steady_server_is_stable(slow_server: Any, mserve_cli: Any) -> None:
     url = slow_server("fixed", 5.0)
     step = bench_json(
+        mserve_cli,
         url,
         "--protocol",
         "http",
@@ -151,33 +151,38 @@ def test_a_steady_server_is_stable(slow_server: Any) -> None:
     assert step["latency_ms"]["p50"] == pytest.approx(5.0, abs=2.0)
 
 
-def test_unreachable_url_is_a_clear_error() -> None:
-    proc = bench(f"http://127.0.0.1:{free_port()}", "-m", "digits", *QUICK)
+def test_unreachable_url_is_a_clear_error(mserve_cli: Any) -> None:
+    proc = mserve_cli("bench", f"http://127.0.0.1:{free_port()}", "-m", "digits", *QUICK)
     assert proc.returncode == 5
     assert "cannot connect" in proc.stderr
 
 
-def test_unknown_model_is_a_clear_error(served: Any) -> None:
-    proc = bench(f"http://{served.address}", "-m", "no_such_model", *QUICK)
+def test_unknown_model_is_a_clear_error(served: Any, mserve_cli: Any) -> None:
+    proc = mserve_cli("bench", f"http://{served.address}", "-m", "no_such_model", *QUICK)
     assert proc.returncode == 4
     assert "unknown model 'no_such_model'" in proc.stderr
 
 
-def test_a_shape_that_does_not_fit_is_a_clear_error(served: Any) -> None:
-    proc = bench(f"http://{served.address}", "-m", "digits", "--shape", "input:3,3", *QUICK)
+def test_a_shape_that_does_not_fit_is_a_clear_error(served: Any, mserve_cli: Any) -> None:
+    proc = mserve_cli(
+        "bench", f"http://{served.address}", "-m", "digits", "--shape", "input:3,3", *QUICK
+    )
     assert proc.returncode == 2
     assert "does not fit the model's shape [-1, 64]" in proc.stderr
 
 
-def test_closed_and_open_loop_together_is_refused(served: Any) -> None:
-    proc = bench(f"http://{served.address}", "-m", "digits", "--concurrency", "1", "--rate", "5")
+def test_closed_and_open_loop_together_is_refused(served: Any, mserve_cli: Any) -> None:
+    proc = mserve_cli(
+        "bench", f"http://{served.address}", "-m", "digits", "--concurrency", "1", "--rate", "5"
+    )
     assert proc.returncode == 2
     assert "either --concurrency" in proc.stderr
 
 
-def test_every_request_failing_exits_non_zero(slow_server: Any) -> None:
+def test_every_request_failing_exits_non_zero(slow_server: Any, mserve_cli: Any) -> None:
     url = slow_server("fixed", 0.0)
-    proc = bench(
+    proc = mserve_cli(
+        "bench",
         url,
         "--protocol",
         "http",
@@ -195,9 +200,12 @@ def test_every_request_failing_exits_non_zero(slow_server: Any) -> None:
     assert "every request failed" in proc.stderr
 
 
-def test_several_workers_merge_into_one_result(served: Any, tmp_path: Path) -> None:
+def test_several_workers_merge_into_one_result(
+    served: Any, tmp_path: Path, mserve_cli: Any
+) -> None:
     out = tmp_path / "result.json"
-    proc = bench(
+    proc = mserve_cli(
+        "bench",
         f"http://{served.address}",
         "-m",
         "digits",

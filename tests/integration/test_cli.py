@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,23 +15,13 @@ from mserve.server.process import free_port
 pytestmark = pytest.mark.integration
 
 
-def mserve_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mserve", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def test_version() -> None:
+def test_version(mserve_cli: Any) -> None:
     result = mserve_cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"mserve {mserve.__version__}"
 
 
-def test_serve_help_lists_every_option() -> None:
+def test_serve_help_lists_every_option(mserve_cli: Any) -> None:
     result = mserve_cli("serve", "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: mserve serve ")
@@ -41,7 +30,7 @@ def test_serve_help_lists_every_option() -> None:
     assert "Open Inference Protocol V2" in result.stdout
 
 
-def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
+def test_serve_refuses_a_missing_repository(tmp_path: Path, mserve_cli: Any) -> None:
     missing = tmp_path / "nowhere"
     result = mserve_cli("serve", str(missing), "--port", str(free_port()))
     assert result.returncode == 3  # a config or repository problem
@@ -50,13 +39,13 @@ def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
     )
 
 
-def test_unknown_command_is_a_usage_error() -> None:
+def test_unknown_command_is_a_usage_error(mserve_cli: Any) -> None:
     result = mserve_cli("sever")
     assert result.returncode == 2
     assert "invalid choice: 'sever'" in result.stderr
 
 
-def test_quickstart_json(tmp_path: Path) -> None:
+def test_quickstart_json(tmp_path: Path, mserve_cli: Any) -> None:
     result = mserve_cli("quickstart", "--json", "--dir", str(tmp_path), timeout=150)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)

@@ -4,8 +4,6 @@ beside good models, models without config.yaml, load / unload, statistics."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -102,22 +100,12 @@ def test_model_without_config_has_a_config_read_from_the_model(client: Any) -> N
     assert [o["name"] for o in config["output"]] == ["label", "probabilities"]
 
 
-def run_mserve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mserve", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_repo_check_reports_the_broken_config(
-    tmp_path: Path, onnx_factory: Any, place: Any
+    tmp_path: Path, onnx_factory: Any, place: Any, mserve_cli: Any
 ) -> None:
     place(tmp_path, "good", {1: onnx_factory.identity("INT8")})
     place(tmp_path, "broken", {1: onnx_factory.identity("FP32")}, config_text="inputs: 3\n")
-    result = run_mserve("repo", "check", str(tmp_path), "--json")
+    result = mserve_cli("repo", "check", str(tmp_path), "--json")
     assert result.returncode == 1, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)["models"]}
     assert rows["good"]["state"] == "READY"
@@ -132,7 +120,7 @@ def test_repo_check_reports_the_broken_config(
     assert "Traceback" not in result.stderr
 
     (tmp_path / "broken" / "config.yaml").write_text("max_batch_size: 0\n")
-    fixed = run_mserve("repo", "check", str(tmp_path), "--json")
+    fixed = mserve_cli("repo", "check", str(tmp_path), "--json")
     assert fixed.returncode == 0, fixed.stderr
     assert {r["state"] for r in json.loads(fixed.stdout)["models"]} == {"READY"}
 
@@ -151,11 +139,17 @@ def test_repo_check_reports_the_broken_config(
     ids=["not-utf8", "datatype-not-a-string", "unknown-policy"],
 )
 def test_repo_check_never_crashes_on_a_bad_config(
-    tmp_path: Path, onnx_factory: Any, place: Any, content: bytes, field: str, expected: str
+    tmp_path: Path,
+    onnx_factory: Any,
+    place: Any,
+    content: bytes,
+    field: str,
+    expected: str,
+    mserve_cli: Any,
 ) -> None:
     place(tmp_path, "good", {1: onnx_factory.identity("FP32")})
     place(tmp_path, "bad", {1: onnx_factory.identity("FP32")}, config_text=content)
-    result = run_mserve("repo", "check", str(tmp_path), "--json")
+    result = mserve_cli("repo", "check", str(tmp_path), "--json")
     assert result.returncode == 1, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)["models"]}
     assert rows["good"]["state"] == "READY"
