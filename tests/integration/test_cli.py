@@ -63,3 +63,16 @@ def test_quickstart_json(tmp_path: Path, mserve_cli: Any) -> None:
     sweep = doc["bench"]["steps"]
     assert [s["load"]["concurrency"] for s in sweep] == [1, 4, 16]
     assert all(s["error_count"] == 0 and s["count"] > 0 for s in sweep)
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path: Path, mserve_cli: Any) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = mserve_cli("serve", str(tmp_path), "--port", str(port))
+    assert result.returncode == 5
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

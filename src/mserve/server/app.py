@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mserve.config import ServerSettings
+from mserve.errors import Unavailable
 from mserve.repository import Repository
 from mserve.server.dataplane import DataPlane
 from mserve.server.http.app import HttpApp
@@ -63,7 +64,14 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(
+            f"cannot listen on {host}:{port}: {exc.strerror}; is another server there? "
+            "choose another --port or --host"
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
