@@ -318,16 +318,21 @@ class Generator:
             if load.mode == "closed"
             else min(load.max_connections, max(4, math.ceil(load.rate * 0.02)))
         )
-        try:
-            conns = await asyncio.gather(
-                *(
-                    self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
-                    for _ in range(initial)
-                )
-            )
-        except OSError as exc:
-            for t in self._tasks:
-                t.cancel()
+        opened = await asyncio.gather(
+            *(
+                self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
+                for _ in range(initial)
+            ),
+            return_exceptions=True,
+        )
+        conns = [c for c in opened if not isinstance(c, BaseException)]
+        failed = [e for e in opened if isinstance(e, BaseException)]
+        if failed:
+            for c in conns:
+                c.close()
+            exc = failed[0]
+            if not isinstance(exc, OSError):
+                raise exc
             raise Unavailable(
                 f"cannot connect to {self.p.host}:{self.p.port}: {exc.strerror or exc}"
             ) from None
@@ -370,6 +375,9 @@ class Generator:
         finally:
             self._stopping = True
             tail = self._window
+            if self._backlog:  # due, never sent: counted, so a stall at the end is not hidden
+                tail.errors["not_started"] = tail.errors.get("not_started", 0) + len(self._backlog)
+                self._backlog.clear()
             await self._drain()
             tail.end_ns = clock()
             reaper.cancel()
