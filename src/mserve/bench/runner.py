@@ -186,11 +186,20 @@ def _run_workers(
         stopped = False
         done: list[tuple[list[WindowRecord], WindowRecord, WindowRecord, int]] = []
         finished = [False] * n
+        # warm-up, the longest measurement, the drain and the start-up: past this, a worker hangs
+        deadline = time.monotonic() + settings.warmup_s + max_s + settings.timeout_s + 60
         while not all(finished):
+            if time.monotonic() > deadline:
+                raise RuntimeError("a generator worker stopped answering; the step is abandoned")
             for i, pipe in enumerate(pipes):
                 if finished[i] or not pipe.poll(0.01):
                     continue
-                msg = pipe.recv()
+                try:
+                    msg = pipe.recv()
+                except EOFError:
+                    raise RuntimeError(
+                        f"generator worker {i} exited unexpectedly (code {procs[i].exitcode})"
+                    ) from None
                 if msg[0] == "error":
                     raise RuntimeError(f"generator worker {i} failed: {msg[1]}")
                 if msg[0] == "done":
