@@ -31,7 +31,9 @@ class LiveView:
 
     def __enter__(self) -> LiveView:
         if self.enabled:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4)
+            self._live = Live(
+                self._render(), console=self.console, refresh_per_second=4, transient=True
+            )
             self._live.__enter__()
         return self
 
