@@ -29,6 +29,7 @@ import numpy as np
 
 from mserve.bench.connection import Http1Connection
 from mserve.bench.histogram import Histogram
+from mserve.bench.stats import merge_errors
 from mserve.bench.targets.base import Prepared
 from mserve.bench.timer import Timer, make_timer
 from mserve.errors import Unavailable
@@ -84,8 +85,7 @@ class WindowRecord:
         self.lag.merge(other.lag)
         self.ok += other.ok
         self.sent += other.sent
-        for k, v in other.errors.items():
-            self.errors[k] = self.errors.get(k, 0) + v
+        self.errors = merge_errors(self.errors, other.errors)
         self.cpu_ns += other.cpu_ns
         self.backlogged += other.backlogged
 
@@ -147,7 +147,6 @@ class Generator:
         self._end_ns = 0
         self._timer: Timer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.connect_errors = 0
         self.connections_used = 0
         self._spare = max(2, math.ceil(load.rate * 0.005))
 
@@ -241,7 +240,6 @@ class Generator:
         try:
             conn = await self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
         except OSError:
-            self.connect_errors += 1
             self._window.errors["connection"] = self._window.errors.get("connection", 0) + 1
             if self._backlog:
                 self._backlog.popleft()  # that request cannot be sent
@@ -264,7 +262,6 @@ class Generator:
         try:
             conn = await self.p.connect(self.p.host, self.p.port, self._done, self.p.keep_body)
         except OSError:
-            self.connect_errors += 1
             self._window.errors["connection"] = self._window.errors.get("connection", 0) + 1
             await asyncio.sleep(0.05)
             if not self._stopping:

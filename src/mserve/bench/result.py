@@ -19,7 +19,7 @@ from typing import Any
 from mserve import __version__
 from mserve.bench.generator import Load, WindowRecord
 from mserve.bench.histogram import Histogram
-from mserve.bench.stats import Window, is_stable, stability_spread, summarize
+from mserve.bench.stats import Window, is_stable, ms, stability_spread, summarize
 from mserve.bench.targets.base import ServerStats
 
 SCHEMA = "mserve.bench.result/1"
@@ -64,10 +64,6 @@ def as_stats_windows(records: list[WindowRecord]) -> list[Window]:
     return [Window(r.start_ns, r.end_ns, r.latency, r.ok, r.errors) for r in records]
 
 
-def _ms(us: float) -> float:
-    return round(us / 1000.0, 3)
-
-
 def summarize_step(
     load: Load,
     settings: Settings,
@@ -110,9 +106,9 @@ def summarize_step(
         step["requested_rate_rps"] = load.rate
         step["achieved_rate_rps"] = round(sent_rate, 3)
         step["send_lag_ms"] = {
-            "p50": _ms(total.lag.value_at_percentile(50)) if total.lag.count else 0.0,
-            "p99": _ms(total.lag.value_at_percentile(99)) if total.lag.count else 0.0,
-            "max": _ms(total.lag.max) if total.lag.count else 0.0,
+            "p50": ms(total.lag.value_at_percentile(50)) if total.lag.count else 0.0,
+            "p99": ms(total.lag.value_at_percentile(99)) if total.lag.count else 0.0,
+            "max": ms(total.lag.max) if total.lag.count else 0.0,
         }
     cpu_s = sum(w.cpu_ns for w in windows) / 1e9
     requests_done = total.ok + sum(total.errors.values())
@@ -135,8 +131,8 @@ def summarize_step(
         {
             "t_s": round((w.start_ns - windows[0].start_ns) / 1e9, 3),
             "throughput_rps": round(w.ok / ((w.end_ns - w.start_ns) / 1e9), 3),
-            "p50_ms": _ms(w.latency.value_at_percentile(50)) if w.latency.count else None,
-            "p99_ms": _ms(w.latency.value_at_percentile(99)) if w.latency.count else None,
+            "p50_ms": ms(w.latency.value_at_percentile(50)) if w.latency.count else None,
+            "p99_ms": ms(w.latency.value_at_percentile(99)) if w.latency.count else None,
             "errors": sum(w.errors.values()),
         }
         for w in windows
@@ -233,7 +229,7 @@ def _percentiles_ms(h: Histogram) -> dict[str, float]:
     if not h.count:
         return {}
     ps = h.percentiles([50, 90, 99])
-    return {"p50": _ms(ps[50]), "p90": _ms(ps[90]), "p99": _ms(ps[99])}
+    return {"p50": ms(ps[50]), "p90": ms(ps[90]), "p99": ms(ps[99])}
 
 
 def _load_dict(load: Load) -> dict[str, Any]:

@@ -131,7 +131,8 @@ def percentile_key(p: float) -> str:
     return "p" + f"{p:.10g}".replace(".", "")
 
 
-def _ms(us: float) -> float:
+def ms(us: float) -> float:
+    """Microseconds as milliseconds rounded to 3 decimals (the result's unit)."""
     return round(us / 1000, 3)
 
 
@@ -156,12 +157,12 @@ def summarize(
     if len(set(keys.values())) != len(keys):
         raise ValueError(f"percentiles {list(percentiles)} give duplicate keys")
     values = histogram.percentiles(list(percentiles))
-    latency = {keys[p]: _ms(values[p]) for p in percentiles}
-    latency.update(max=_ms(histogram.max), mean=_ms(histogram.mean), min=_ms(histogram.min))
+    latency = {keys[p]: ms(values[p]) for p in percentiles}
+    latency.update(max=ms(histogram.max), mean=ms(histogram.mean), min=ms(histogram.min))
     ci: dict[str, list[float]] = {}
     for p in percentiles:
         lo, hi = histogram.percentile_ci(p, confidence)
-        ci[keys[p]] = [_ms(lo), _ms(hi)]
+        ci[keys[p]] = [ms(lo), ms(hi)]
     return {
         "count": ok,
         "throughput_rps": round(ok / duration_s, 3),

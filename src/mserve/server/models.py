@@ -35,7 +35,6 @@ from mserve.protocol import (
     RepositoryEntry,
     Tensor,
     TensorSpec,
-    numpy_dtype,
 )
 from mserve.repository import ModelSource, Repository, valid_model_name
 from mserve.runtime import open_runtime
@@ -159,7 +158,6 @@ class ModelVersion:
         self._inputs = {s.name: s for s in config.inputs}
         self._outputs = {s.name: s for s in config.outputs}
         self._output_names = [s.name for s in config.outputs]
-        self._dtypes = {s.name: numpy_dtype(s.datatype) for s in config.inputs}
         self.inline = config.runtime.execution == "inline"
 
     def warmup(self) -> None:

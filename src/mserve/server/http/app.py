@@ -138,7 +138,7 @@ class HttpApp:
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Reply:
         header_length: int | None = None
-        raw_length = request.headers.get(b"inference-header-content-length")
+        raw_length = request.headers.get(codec.HEADER_LENGTH.encode())
         if raw_length is not None:
             try:
                 header_length = int(raw_length)
