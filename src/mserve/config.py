@@ -29,6 +29,11 @@ GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: when the warm-up runs take under INLINE_MAX_US and the model has one instance, else "thread".
 EXECUTION_MODES = ("auto", "thread", "inline")
 INLINE_MAX_US = 200
+#: How a model's instances run in parallel. "thread": threads of the server process, for runtimes
+#: that release the GIL while they compute (ONNX Runtime does). "process": one child process per
+#: instance, for runtimes that hold the GIL, or to keep a crashing model out of the server.
+#: "auto": threads when the runtime releases the GIL, else processes.
+INSTANCE_KINDS = ("auto", "thread", "process")
 CONFIG_FILE = "config.yaml"
 
 
@@ -42,6 +47,22 @@ class RuntimeOptions:
     graph_optimization_level: str = "all"
     warmup: bool = True
     execution: str = "auto"  # "auto" | "thread" | "inline", see EXECUTION_MODES
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicBatching:
+    """The dynamic batcher's limits (config.yaml's ``dynamic_batching`` section).
+
+    Requests whose non-batch dimensions match are stacked along the first dimension into one
+    execution of at most ``max_batch_size`` rows. A batch leaves as soon as it reaches
+    ``max_batch_size`` or a preferred size; otherwise it waits up to ``max_queue_delay_us`` for
+    more rows, but only while a queue is forming (a lone request is never held back).
+    """
+
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0  # requests waiting; 0: unbounded
+    default_timeout_us: int = 0  # longest wait in the queue; 0: no timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,8 @@ class ModelConfig:
     outputs: tuple[TensorSpec, ...] = ()
     max_batch_size: int = 0
     instance_count: int = 1
+    instance_kind: str = "auto"  # see INSTANCE_KINDS
+    dynamic_batching: DynamicBatching | None = None  # None: every request runs alone
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
 
@@ -96,8 +119,16 @@ _MODEL_FIELDS = {
     "outputs",
     "max_batch_size",
     "instance_count",
+    "instance_kind",
+    "dynamic_batching",
     "runtime",
     "version_policy",
+}
+_BATCHING_FIELDS = {
+    "max_queue_delay_microseconds",
+    "preferred_batch_sizes",
+    "max_queue_size",
+    "default_timeout_microseconds",
 }
 _RUNTIME_FIELDS = {
     "intra_op_threads",
@@ -142,6 +173,9 @@ def parse_model_config(raw: object, source: str, default_name: str) -> ModelConf
         raise ConfigError(source, "backend", f"one of {', '.join(BACKENDS)}", backend)
     max_batch = _int(m.get("max_batch_size", 0), source, "max_batch_size", minimum=0)
     instances = _int(m.get("instance_count", 1), source, "instance_count", minimum=1)
+    kind = m.get("instance_kind", "auto")
+    if kind not in INSTANCE_KINDS:
+        raise ConfigError(source, "instance_kind", f"one of {', '.join(INSTANCE_KINDS)}", kind)
     inputs = _tensors(m.get("inputs", []), source, "inputs", max_batch)
     outputs = _tensors(m.get("outputs", []), source, "outputs", max_batch)
     return ModelConfig(
@@ -151,6 +185,8 @@ def parse_model_config(raw: object, source: str, default_name: str) -> ModelConf
         outputs=outputs,
         max_batch_size=max_batch,
         instance_count=instances,
+        instance_kind=kind,
+        dynamic_batching=_batching(m, source, max_batch),
         runtime=_runtime(m.get("runtime", {}), source),
         version_policy=_version_policy(m.get("version_policy", {"latest": 1}), source),
     )
@@ -249,6 +285,54 @@ def _runtime(value: object, source: str) -> RuntimeOptions:
     )
 
 
+def _batching(model: Mapping[str, Any], source: str, max_batch: int) -> DynamicBatching | None:
+    if "dynamic_batching" not in model:
+        return None
+    value = model["dynamic_batching"]
+    # an empty section (``dynamic_batching:`` or ``{}``) turns batching on with the defaults
+    m = _mapping({} if value is None else value, source, "dynamic_batching")
+    _no_unknown(m, _BATCHING_FIELDS, source, "dynamic_batching.")
+    if max_batch < 1:
+        raise ConfigError(
+            source,
+            "max_batch_size",
+            "a value >= 1 when dynamic_batching is set (the batcher stacks requests along the "
+            "first dimension, up to max_batch_size rows)",
+            max_batch,
+        )
+    where = "dynamic_batching.preferred_batch_sizes"
+    preferred = m.get("preferred_batch_sizes", [])
+    if (
+        not isinstance(preferred, list)
+        or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in preferred)
+        or len(set(preferred)) != len(preferred)
+    ):
+        raise ConfigError(source, where, "a list of distinct batch sizes >= 1", preferred)
+    too_big = [p for p in preferred if p > max_batch]
+    if too_big:
+        raise ConfigError(
+            source, where, f"sizes no larger than max_batch_size {max_batch}", too_big
+        )
+    return DynamicBatching(
+        max_queue_delay_us=_int(
+            m.get("max_queue_delay_microseconds", 0),
+            source,
+            "dynamic_batching.max_queue_delay_microseconds",
+            0,
+        ),
+        preferred_batch_sizes=tuple(sorted(preferred)),
+        max_queue_size=_int(
+            m.get("max_queue_size", 0), source, "dynamic_batching.max_queue_size", 0
+        ),
+        default_timeout_us=_int(
+            m.get("default_timeout_microseconds", 0),
+            source,
+            "dynamic_batching.default_timeout_microseconds",
+            0,
+        ),
+    )
+
+
 def _version_policy(value: object, source: str) -> VersionPolicy:
     expected = "'all', {latest: N}, {all: {}} or {specific: [versions]}"
     if value == "all":
@@ -286,11 +370,22 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     else:
         policy = {"latest": vp.latest}
     rt = config.runtime
-    return {
+    doc: dict[str, Any] = {
         "name": config.name,
         "backend": config.backend,
         "max_batch_size": config.max_batch_size,
         "instance_count": config.instance_count,
+        "instance_kind": config.instance_kind,
+    }
+    db = config.dynamic_batching
+    if db is not None:
+        doc["dynamic_batching"] = {
+            "max_queue_delay_microseconds": db.max_queue_delay_us,
+            "preferred_batch_sizes": list(db.preferred_batch_sizes),
+            "max_queue_size": db.max_queue_size,
+            "default_timeout_microseconds": db.default_timeout_us,
+        }
+    return doc | {
         "inputs": [t.to_dict() for t in config.inputs],
         "outputs": [t.to_dict() for t in config.outputs],
         "runtime": {

@@ -13,7 +13,9 @@ the classes below to their own codes with one table each; nothing here knows abo
     │   ├── ModelNotFound             unknown model, or unknown version of a known model
     │   └── RouteNotFound             no such endpoint
     ├── Unavailable               exists, but cannot answer now
-    │   └── ModelNotReady             known but not loaded (loading, unloaded, failed)
+    │   ├── ModelNotReady             known but not loaded (loading, unloaded, failed)
+    │   └── ServerBusy                a bounded queue is full; retry after a moment
+    ├── DeadlineExceeded          waited in a queue past its timeout, never computed
     ├── ModelFailure              the model itself raised while computing
     ├── ConfigError               a config file or field is wrong (names file, field, expectation)
     └── RepositoryError           a model directory cannot be turned into a loadable model
@@ -107,6 +109,33 @@ class ModelNotReady(Unavailable):
         self.version = version
         self.state = state
         self.reason = reason
+
+
+class ServerBusy(Unavailable):
+    """A bounded queue is full: the request is refused at once rather than queued."""
+
+    def __init__(self, name: str, version: str, queued: int, limit: int) -> None:
+        super().__init__(
+            f"model '{name}' version '{version}' is overloaded: {queued} requests are waiting "
+            f"(max_queue_size {limit}); retry later"
+        )
+        self.name = name
+        self.version = version
+        self.retry_after_s = 1
+
+
+class DeadlineExceeded(MserveError):
+    """A request waited in the queue longer than its timeout and was dropped uncomputed."""
+
+    def __init__(self, name: str, version: str, waited_us: int, timeout_us: int) -> None:
+        super().__init__(
+            f"model '{name}' version '{version}': request timed out after waiting {waited_us} us "
+            f"in the queue (timeout {timeout_us} us); it was not computed"
+        )
+        self.name = name
+        self.version = version
+        self.waited_us = waited_us
+        self.timeout_us = timeout_us
 
 
 class ModelFailure(MserveError):

@@ -77,7 +77,7 @@ class DataPlane:
                 for s in specs
             ]
 
-        return {
+        doc: dict[str, Any] = {
             "name": cfg.name,
             "platform": mv.platform,
             "backend": cfg.backend,
@@ -87,6 +87,18 @@ class DataPlane:
             "output": tensors(cfg.outputs),
             "instance_group": [{"count": cfg.instance_count, "kind": "KIND_CPU"}],
         }
+        db = cfg.dynamic_batching
+        if db is not None:
+            doc["dynamic_batching"] = {
+                "preferred_batch_size": list(db.preferred_batch_sizes),
+                "max_queue_delay_microseconds": db.max_queue_delay_us,
+                "default_queue_policy": {
+                    "timeout_action": "REJECT",
+                    "default_timeout_microseconds": db.default_timeout_us,
+                    "max_queue_size": db.max_queue_size,
+                },
+            }
+        return doc
 
     async def infer(self, request: InferRequest) -> InferResponse:
         return await self.models.get(request.model_name, request.model_version).infer(request)

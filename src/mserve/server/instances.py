@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,11 @@ class Timed:
 
 
 _STOP = object()
+
+
+def _resolve(fut: asyncio.Future[Timed], result: Timed) -> None:
+    if not fut.done():  # the caller may have gone (cancelled) meanwhile
+        fut.set_result(result)
 
 
 class InstancePool:
@@ -61,18 +67,27 @@ class InstancePool:
 
     def submit(self, feed: Feed, outputs: list[str]) -> asyncio.Future[Timed]:
         """Queue one execution; the future resolves on the calling event loop."""
-        if self._closed:
-            raise RuntimeError("instance pool is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Timed] = loop.create_future()
-        self.pending += 1
-        self._queue.put((feed, outputs, fut, loop, time.perf_counter_ns()))
+        self.execute(feed, outputs, partial(_resolve, fut), loop)
         return fut
 
-    def _resolve(self, fut: asyncio.Future[Timed], result: Timed) -> None:
+    def execute(
+        self,
+        feed: Feed,
+        outputs: list[str],
+        on_done: Callable[[Timed], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Queue one execution; ``on_done(result)`` is called on ``loop`` when it ends."""
+        if self._closed:
+            raise RuntimeError("instance pool is closed")
+        self.pending += 1
+        self._queue.put((feed, outputs, on_done, loop, time.perf_counter_ns()))
+
+    def _done(self, on_done: Callable[[Timed], None], result: Timed) -> None:
         self.pending -= 1
-        if not fut.done():  # the caller may have gone (cancelled) meanwhile
-            fut.set_result(result)
+        on_done(result)
 
     def run_sync(self, feed: Feed, outputs: list[str]) -> dict[str, np.ndarray]:
         """Execute once on the caller's thread with the first runtime (warm-up, tools)."""
@@ -115,7 +130,7 @@ class InstancePool:
             item = get()
             if item is _STOP:
                 return
-            feed, outputs, fut, loop, queued_at = item
+            feed, outputs, on_done, loop, queued_at = item
             start = clock()
             try:
                 result = Timed(runtime.infer(feed, outputs), None, start - queued_at, 0)
@@ -123,6 +138,6 @@ class InstancePool:
                 result = Timed(None, exc, start - queued_at, 0)
             result.infer_ns = clock() - start
             try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
-                loop.call_soon_threadsafe(self._resolve, fut, result)
+                loop.call_soon_threadsafe(self._done, on_done, result)
             except RuntimeError:  # the loop closed while we computed
                 pass

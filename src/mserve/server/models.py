@@ -39,6 +39,8 @@ from mserve.protocol import (
 from mserve.repository import ModelSource, Repository, valid_model_name
 from mserve.runtime import open_runtime
 from mserve.runtime.base import Runtime, warmup_inputs
+from mserve.server.batching.batcher import Batcher
+from mserve.server.batching.policy import BatchPolicy
 from mserve.server.instances import InstancePool
 from mserve.server.load import InFlight
 from mserve.server.statistics import ModelStats
@@ -133,6 +135,8 @@ def reconcile(config: ModelConfig | None, runtime: Runtime, name: str, source: s
         outputs=outputs,
         max_batch_size=config.max_batch_size,
         instance_count=config.instance_count,
+        instance_kind=config.instance_kind,
+        dynamic_batching=config.dynamic_batching,
         runtime=config.runtime,
         version_policy=config.version_policy,
     )
@@ -155,6 +159,19 @@ class ModelVersion:
         self.platform = runtimes[0].platform
         self.pool = InstancePool(runtimes, f"{self.name}-v{version}")
         self.stats = ModelStats(self.name, self.version)
+        policy = BatchPolicy.from_config(config)
+        self.batcher = (
+            None
+            if policy is None
+            else Batcher(
+                policy,
+                self.pool,
+                self.name,
+                self.version,
+                self.in_flight,
+                on_execution=self.stats.record_execution,
+            )
+        )
         self._inputs = {s.name: s for s in config.inputs}
         self._outputs = {s.name: s for s in config.outputs}
         self._output_names = [s.name for s in config.outputs]
@@ -259,56 +276,77 @@ class ModelVersion:
             )
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate, run on an instance, and build the response; records statistics."""
+        """Validate, compute (alone or in a batch) and build the response; records statistics."""
         clock = time.perf_counter_ns
         t0 = clock()
         try:
-            feed, names, batch = self.validate(request)
+            feed, names, rows = self.validate(request)
         except MserveError:
             self.stats.record_failure(clock() - t0)
             raise
         t1 = clock()
+        alone = not self.in_flight.busy()
+        batcher = self.batcher
         try:
-            if self.inline and not self.pool.pending and not self.in_flight.busy():
-                # nothing else waiting: a thread hand-off would cost more than the run; with
-                # requests queued the instance threads take over and the loop goes on with them
-                timed = self.pool.run_inline(feed, names)
+            if batcher is not None and not (self.inline and alone and batcher.idle):
+                done = await batcher.submit(feed, names, rows)
+                outputs, queue_ns, input_ns, infer_ns = (
+                    done.outputs,
+                    done.queue_ns,
+                    done.input_ns,
+                    done.infer_ns,
+                )
             else:
-                timed = await self.pool.submit(feed, names)
+                if self.inline and alone and not self.pool.pending:
+                    # nothing else waiting: a thread hand-off would cost more than the run; with
+                    # requests queued the instance threads take over and the loop goes on
+                    timed = self.pool.run_inline(feed, names)
+                else:
+                    timed = await self.pool.submit(feed, names)
+                if timed.error is not None or timed.outputs is None:
+                    reason = f"{type(timed.error).__name__}: {timed.error}"
+                    log.warning("model %s version %s failed: %s", self.name, self.version, reason)
+                    raise ModelFailure(self.name, self.version, reason)
+                outputs, queue_ns, input_ns, infer_ns = (
+                    timed.outputs,
+                    timed.queue_ns,
+                    0,
+                    timed.infer_ns,
+                )
+                self.stats.record_execution(rows, 0, infer_ns, 0)
         except RuntimeError:  # closed since the lookup: unloaded or reloaded on another thread
             self.stats.record_failure(clock() - t0)
             raise ModelNotReady(
                 self.name, self.version, UNAVAILABLE, "unloaded or reloaded as the request arrived"
             ) from None
-        t2 = clock()
-        if timed.error is not None or timed.outputs is None:
-            self.stats.record_failure(t2 - t0)
-            reason = f"{type(timed.error).__name__}: {timed.error}"
-            log.warning("model %s version %s failed: %s", self.name, self.version, reason)
-            raise ModelFailure(self.name, self.version, reason)
-        outputs = [
-            Tensor(name, self._outputs[name].datatype, timed.outputs[name]) for name in names
-        ]
-        t3 = clock()
-        # compute_output also covers the hand-back from the instance thread to the event loop
-        self.stats.record_success(
-            batch,
-            total_ns=t3 - t0,
-            queue_ns=timed.queue_ns,
-            input_ns=t1 - t0,
-            infer_ns=timed.infer_ns,
-            output_ns=max(0, t3 - t1 - timed.queue_ns - timed.infer_ns),
-        )
-        return InferResponse(
+        except MserveError:
+            self.stats.record_failure(clock() - t0)
+            raise
+        response = InferResponse(
             model_name=self.name,
             model_version=self.version,
-            outputs=outputs,
+            outputs=[Tensor(name, self._outputs[name].datatype, outputs[name]) for name in names],
             id=request.id,
         )
+        t2 = clock()
+        input_ns += t1 - t0
+        # compute_output also covers the hand-back from the instance thread to the event loop
+        self.stats.record_success(
+            rows,
+            total_ns=t2 - t0,
+            queue_ns=queue_ns,
+            input_ns=input_ns,
+            infer_ns=infer_ns,
+            output_ns=max(0, t2 - t0 - queue_ns - input_ns - infer_ns),
+        )
+        return response
 
     def close(self) -> None:
         """Stop taking work; queued requests finish, then the runtimes are released."""
-        self.pool.close()
+        if self.batcher is not None:
+            self.batcher.close(on_drained=self.pool.close)
+        else:
+            self.pool.close()
 
 
 @dataclass(slots=True)

@@ -56,22 +56,28 @@ class ModelStats:
 
     def record_success(
         self,
-        batch_size: int,
+        rows: int,
         total_ns: int,
         queue_ns: int,
         input_ns: int,
         infer_ns: int,
         output_ns: int,
     ) -> None:
-        """One request that ran alone as one execution of ``batch_size`` rows."""
-        self.inference_count += batch_size
-        self.execution_count += 1
+        """One request of ``rows`` rows answered; the compute phases are those of the execution
+        it was part of (a batched request reports its batch's compute, as Triton does)."""
+        self.inference_count += rows
         self.last_inference_ms = time.time_ns() // 1_000_000  # wall clock: a timestamp, not a span
         self.success.add(total_ns)
         self.queue.add(queue_ns)
         self.compute_input.add(input_ns)
         self.compute_infer.add(infer_ns)
         self.compute_output.add(output_ns)
+
+    def record_execution(
+        self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One execution of the model over ``batch_size`` rows (one or many requests)."""
+        self.execution_count += 1
         b = self.batches.get(batch_size)
         if b is None:
             b = self.batches[batch_size] = BatchStat()

@@ -13,7 +13,13 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from mserve.errors import MalformedRequest, MserveError, PayloadTooLarge, RouteNotFound
+from mserve.errors import (
+    MalformedRequest,
+    MserveError,
+    PayloadTooLarge,
+    RouteNotFound,
+    ServerBusy,
+)
 from mserve.server.dataplane import DataPlane
 from mserve.server.http import codec
 from mserve.server.http.status import status_of
@@ -42,7 +48,10 @@ def _json(status: int, doc: Any) -> Reply:
 
 def error_reply(exc: MserveError) -> Reply:
     """The reply for one of our errors: its status, and its message as V2's error body."""
-    return _json(status_of(exc), {"error": exc.message})
+    status, body, headers = _json(status_of(exc), {"error": exc.message})
+    if isinstance(exc, ServerBusy):
+        headers = [*headers, (b"retry-after", str(exc.retry_after_s).encode())]
+    return status, body, headers
 
 
 INTERNAL_ERROR: Reply = _json(500, {"error": "internal server error; see the server log"})

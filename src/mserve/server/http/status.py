@@ -12,6 +12,7 @@ STATUS: tuple[tuple[type[errors.MserveError], int], ...] = (
     (errors.ModelNotFound, 404),
     (errors.NotFound, 404),
     (errors.Unavailable, 503),
+    (errors.DeadlineExceeded, 504),
     (errors.ModelFailure, 500),
     (errors.ConfigError, 400),
     (errors.RepositoryError, 400),
