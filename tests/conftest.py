@@ -3,6 +3,7 @@ classifiers trained on the data sets scikit-learn ships. Nothing is downloaded."
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,68 @@ class OnnxFactory:
             ],
             [_value_info("INPUT0", "FP32", shape), _value_info("INPUT1", "FP32", shape)],
             [_value_info("OUTPUT0", "FP32", shape), _value_info("OUTPUT1", "FP32", shape)],
+        )
+
+    def mlp(self, widths: tuple[int, ...], seed: int = 0) -> bytes:
+        """INPUT [-1, widths[0]] -> ReLU dense layers -> OUTPUT [-1, widths[-1]] (FP32): a model
+        whose run time grows with its widths, for tests that need executions to take a while."""
+        rng = np.random.default_rng(seed)
+        nodes: list[onnx.NodeProto] = []
+        inits: list[onnx.TensorProto] = []
+        x = "INPUT"
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
+            w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2 / n_in)).astype(np.float32)
+            inits.append(helper.make_tensor(f"W{i}", TensorProto.FLOAT, w.shape, w.ravel()))
+            last = i == len(widths) - 2
+            y = "OUTPUT" if last else f"H{i}"
+            nodes.append(helper.make_node("MatMul", [x, f"W{i}"], [y if last else f"M{i}"]))
+            if not last:
+                nodes.append(helper.make_node("Relu", [f"M{i}"], [y]))
+            x = y
+        return _model(
+            nodes,
+            [_value_info("INPUT", "FP32", (-1, widths[0]))],
+            [_value_info("OUTPUT", "FP32", (-1, widths[-1]))],
+            inits,
+        )
+
+    def slow_identity(self, hidden: int = 2048) -> bytes:
+        """OUTPUT = INPUT for FP32 [-1, -1] (any width), computed beside a dense stack that
+        takes about a millisecond a row (SLOW, [-1, 10]): free shapes that take a while."""
+        rng = np.random.default_rng(0)
+        weights = [
+            (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+            for shape in ((1, hidden), (hidden, hidden), (hidden, hidden), (hidden, 10))
+        ]
+        inits = [
+            helper.make_tensor(f"W{i}", TensorProto.FLOAT, w.shape, w.ravel())
+            for i, w in enumerate(weights)
+        ]
+        inits.append(helper.make_tensor("AXES", TensorProto.INT64, [1], [1]))
+        nodes = [
+            helper.make_node("Identity", ["INPUT"], ["OUTPUT"]),
+            helper.make_node("ReduceSum", ["INPUT", "AXES"], ["S"], keepdims=1),
+            helper.make_node("MatMul", ["S", "W0"], ["H0"]),
+            helper.make_node("MatMul", ["H0", "W1"], ["H1"]),
+            helper.make_node("MatMul", ["H1", "W2"], ["H2"]),
+            helper.make_node("MatMul", ["H2", "W3"], ["SLOW"]),
+        ]
+        return _model(
+            nodes,
+            [_value_info("INPUT", "FP32", (-1, -1))],
+            [_value_info("OUTPUT", "FP32", (-1, -1)), _value_info("SLOW", "FP32", (-1, 10))],
+            inits,
+        )
+
+    def lookup(self, table: np.ndarray) -> bytes:
+        """OUTPUT = table[INDEX] (INDEX INT64 [-1, 1], OUTPUT FP32 [-1, 1, width]): ONNX Runtime
+        raises on an index outside the table, so a request can make its execution fail."""
+        data = helper.make_tensor("T", TensorProto.FLOAT, table.shape, table.ravel())
+        return _model(
+            [helper.make_node("Gather", ["T", "INDEX"], ["OUTPUT"], axis=0)],
+            [_value_info("INDEX", "INT64", (-1, 1))],
+            [_value_info("OUTPUT", "FP32", (-1, 1, table.shape[1]))],
+            [data],
         )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mserve.config import (
+    DynamicBatching,
     ModelConfig,
     RuntimeOptions,
     VersionPolicy,
@@ -86,6 +87,44 @@ def test_full_config_is_read_field_by_field() -> None:
             {"max_batch_size": 4, "outputs": [{**TENSOR, "shape": [4]}]},
             "outputs[0].shape",
             "-1 as the first dimension, the batch dimension",
+        ),
+        ({"instance_kind": "gpu"}, "instance_kind", "one of auto, thread, process"),
+        ({"dynamic_batching": {}}, "max_batch_size", "a value >= 1 when dynamic_batching is set"),
+        ({"max_batch_size": 8, "dynamic_batching": []}, "dynamic_batching", "a mapping"),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"max_delay": 1}},
+            "dynamic_batching.max_delay",
+            "one of the known fields",
+        ),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": -1}},
+            "dynamic_batching.max_queue_delay_microseconds",
+            "an integer >= 0",
+        ),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"preferred_batch_sizes": [4, 16]}},
+            "dynamic_batching.preferred_batch_sizes",
+            "sizes no larger than max_batch_size 8",
+        ),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"preferred_batch_sizes": [4, 4]}},
+            "dynamic_batching.preferred_batch_sizes",
+            "a list of distinct batch sizes >= 1",
+        ),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"preferred_batch_sizes": 4}},
+            "dynamic_batching.preferred_batch_sizes",
+            "a list of distinct batch sizes >= 1",
+        ),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"max_queue_size": "big"}},
+            "dynamic_batching.max_queue_size",
+            "an integer >= 0",
+        ),
+        (
+            {"max_batch_size": 8, "dynamic_batching": {"default_timeout_microseconds": 0.5}},
+            "dynamic_batching.default_timeout_microseconds",
+            "an integer >= 0",
         ),
         ({"runtime": []}, "runtime", "a mapping"),
         ({"runtime": {"threads": 2}}, "runtime.threads", "one of the known fields"),
@@ -188,6 +227,33 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_model_config(path, "m")
 
 
+def test_dynamic_batching_section_is_read_in_microseconds_and_sizes_sorted() -> None:
+    config = parse(
+        {
+            "max_batch_size": 32,
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": 2000,
+                "preferred_batch_sizes": [32, 8, 16],
+                "max_queue_size": 256,
+                "default_timeout_microseconds": 0,
+            },
+            "instance_count": 2,
+            "instance_kind": "process",
+        }
+    )
+    assert config.dynamic_batching == DynamicBatching(2000, (8, 16, 32), 256, 0)
+    assert (config.instance_count, config.instance_kind) == (2, "process")
+
+
+@pytest.mark.parametrize("section", [None, {}])
+def test_an_empty_dynamic_batching_section_turns_batching_on_with_defaults(
+    section: object,
+) -> None:
+    config = parse({"max_batch_size": 4, "dynamic_batching": section})
+    assert config.dynamic_batching == DynamicBatching()
+    assert parse({"max_batch_size": 4}).dynamic_batching is None
+
+
 def test_written_config_reads_back_identical(tmp_path: Path) -> None:
     for policy in (
         VersionPolicy("latest", 3),
@@ -200,6 +266,8 @@ def test_written_config_reads_back_identical(tmp_path: Path) -> None:
             outputs=(TensorSpec("y", "FP16", (-1,)),),
             max_batch_size=16,
             instance_count=3,
+            instance_kind="thread",
+            dynamic_batching=DynamicBatching(100, (4, 8), 64, 5000) if policy.latest == 1 else None,
             runtime=RuntimeOptions(1, 2, ("CPUExecutionProvider",), "extended", False),
             version_policy=policy,
         )

@@ -88,6 +88,7 @@ class Batcher:
         self.on_execution = on_execution
         self.queued = 0  # requests waiting (not timed out, not cancelled)
         self.busy = 0  # executions running
+        self.running = 0  # requests in those executions
         self._groups: dict[Hashable, _Group] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
@@ -143,10 +144,10 @@ class Batcher:
             self._peak_now = self.in_flight.count
 
     def _more_coming(self) -> bool:
-        """Whether requests the server held lately are neither queued here nor answered yet
-        (closed-loop clients about to send again, or requests still being read)."""
-        peak = max(self._peak_now, self._peak_before)
-        return peak > self.in_flight.count
+        """Whether the server holds, or held lately, more requests than are queued or computing
+        here: requests still being read, or closed-loop clients about to send again."""
+        held = max(self._peak_now, self._peak_before, self.in_flight.count)
+        return held > self.queued + self.running
 
     def _drop(self, entry: _Entry) -> None:
         entry.gone = True
@@ -245,6 +246,7 @@ class Batcher:
             return
         input_ns = time.perf_counter_ns() - start
         self.busy += 1
+        self.running += len(batch)
         try:
             self.pool.execute(
                 feed,
@@ -254,10 +256,12 @@ class Batcher:
             )
         except RuntimeError:  # the pool closed under us (unload racing a request)
             self.busy -= 1
+            self.running -= len(batch)
             self._fail(batch, "the model was unloaded while the request was queued")
 
     def _done(self, batch: list[_Entry], start: int, input_ns: int, timed: Timed) -> None:
         self.busy -= 1
+        self.running -= len(batch)
         rows = [e.rows for e in batch]
         if timed.error is not None or timed.outputs is None:
             self._fail(batch, f"{type(timed.error).__name__}: {timed.error}")
