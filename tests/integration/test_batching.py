@@ -47,8 +47,16 @@ def batching_server(
     digits_model: Any,
 ) -> Any:
     root: Path = tmp_path_factory.mktemp("batching")
-    digits = replace(digits_model.config, name="digits_b", dynamic_batching=WAIT, instance_count=2)
+    digits = replace(
+        digits_model.config,
+        name="digits_b",
+        max_batch_size=32,
+        dynamic_batching=WAIT,
+        instance_count=2,
+    )
     place(root, "digits_b", {1: digits_model.onnx}, config=digits)
+    in_processes = replace(digits, name="digits_proc", instance_kind="process")
+    place(root, "digits_proc", {1: digits_model.onnx}, config=in_processes)
     wide = ModelConfig(
         "wide",
         inputs=(TensorSpec("INPUT", "FP32", (-1, -1)),),
@@ -135,12 +143,12 @@ def v2_body(name: str, datatype: str, data: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-@pytest.mark.parametrize("model", ["digits_b", "heavy_b"])
+@pytest.mark.parametrize("model", ["digits_b", "heavy_b", "digits_proc"])
 def test_concurrent_requests_each_get_exactly_the_answer_for_their_input_alone(
     batching_server: Any, digits_model: Any, ort_run: Any, binary: bool, model: str
 ) -> None:
     before = stats_of(batching_server, model)
-    if model == "digits_b":
+    if model.startswith("digits"):
         onnx_bytes, x, name, outputs = (
             digits_model.onnx,
             digits_model.x_test,
@@ -176,7 +184,7 @@ def test_concurrent_requests_each_get_exactly_the_answer_for_their_input_alone(
     assert after["inference_count"] - before["inference_count"] == 96  # rows, not requests
     executions = after["execution_count"] - before["execution_count"]
     for b in after["batch_stats"]:
-        assert b["batch_size"] <= 32
+        assert b["batch_size"] <= 32  # max_batch_size
         assert b["compute_infer"]["count"] > 0
     if model == "heavy_b":
         # a millisecond per execution: the others queue meanwhile and share the next ones
@@ -327,3 +335,51 @@ def test_bench_breakdown_shows_the_queue_time_and_batch_size(
     server = step["server"]
     assert server["avg_batch_size"] > 1
     assert server["queue_ms"] > 0
+
+
+def instance_processes(server: Any) -> set[int]:
+    """The server's children that run model instances (started with multiprocessing spawn)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == server.process.proc.pid and b"spawn_main" in cmdline:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_process_instances_survive_a_crashed_child(
+    batching_server: Any, digits_model: Any, ort_run: Any
+) -> None:
+    import os
+    import signal
+
+    children = instance_processes(batching_server)
+    assert len(children) == 2  # instance_count 2, one process each
+    victim = min(children)
+    os.kill(victim, signal.SIGKILL)  # a model crash takes down its own process only
+    x = digits_model.x_test[:24]
+    requests = []
+    for i in range(24):
+        inp = httpclient.InferInput("input", [1, 64], "FP32")
+        inp.set_data_from_numpy(x[i : i + 1])
+        requests.append(([inp], [httpclient.InferRequestedOutput("label")]))
+    results = infer_concurrently(batching_server, "digits_proc", requests, clients=4)
+    failed = [r for r in results if isinstance(r, InferenceServerException)]
+    assert len(failed) <= 4  # at most the one batch sent to the dead child (4 clients)
+    for exc in failed:
+        assert exc.status() == "500"
+        assert f"the instance process (pid {victim}) exited during the call" in exc.message()
+        assert "killed by SIGKILL" in exc.message()
+    want = ort_run(digits_model.onnx, {"input": x})["label"]
+    for i, r in enumerate(results):
+        if not isinstance(r, InferenceServerException):
+            assert r.as_numpy("label")[0] == want[i]
+    again = infer_concurrently(batching_server, "digits_proc", requests, clients=4)
+    assert [r.as_numpy("label")[0] for r in again] == list(want)
+    after = instance_processes(batching_server)
+    assert victim not in after
+    assert len(after) == 2  # the dead one was replaced

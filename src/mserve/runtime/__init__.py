@@ -18,4 +18,14 @@ def open_runtime(backend: str, path: Path, options: RuntimeOptions) -> Runtime:
     raise RepositoryError(str(path), f"unknown backend '{backend}'; expected onnxruntime")
 
 
-__all__ = ["Runtime", "open_runtime"]
+#: Backends whose ``infer`` lets other Python threads run while it computes: their instances
+#: can be threads of the server; the others need a process each (``instance_kind: auto``).
+RELEASES_GIL = {"onnxruntime": True}
+
+
+def releases_gil(backend: str) -> bool:
+    """Whether the backend computes without holding the GIL."""
+    return RELEASES_GIL.get(backend, False)
+
+
+__all__ = ["Runtime", "open_runtime", "releases_gil"]

@@ -37,7 +37,7 @@ from mserve.protocol import (
     TensorSpec,
 )
 from mserve.repository import ModelSource, Repository, valid_model_name
-from mserve.runtime import open_runtime
+from mserve.runtime import open_runtime, releases_gil
 from mserve.runtime.base import Runtime, warmup_inputs
 from mserve.server.batching.batcher import Batcher
 from mserve.server.batching.policy import BatchPolicy
@@ -68,9 +68,22 @@ def intra_op_threads(config: ModelConfig) -> int:
     return max(1, usable_cores() // config.instance_count)
 
 
+def instance_kind(config: ModelConfig) -> str:
+    """ "thread" or "process": ``instance_kind: auto`` is threads when the backend releases the
+    GIL while it computes (ONNX Runtime does), else a process per instance."""
+    if config.instance_kind != "auto":
+        return config.instance_kind
+    return "thread" if releases_gil(config.backend) else "process"
+
+
 def default_runtime_factory(backend: str, path: Path, config: ModelConfig) -> Runtime:
-    """Open the model file with the backend the config names."""
+    """Open the model file with the backend the config names, in this process or in a child
+    process of its own (``instance_kind: process``)."""
     options = replace(config.runtime, intra_op_threads=intra_op_threads(config))
+    if instance_kind(config) == "process":
+        from mserve.runtime.process import ProcessRuntime
+
+        return ProcessRuntime(backend, path, options)
     return open_runtime(backend, path, options)
 
 
@@ -175,14 +188,19 @@ class ModelVersion:
         self._inputs = {s.name: s for s in config.inputs}
         self._outputs = {s.name: s for s in config.outputs}
         self._output_names = [s.name for s in config.outputs]
-        self.inline = config.runtime.execution == "inline"
+        # a call to an instance process blocks: never on the event loop
+        self.inline = config.runtime.execution == "inline" and config.instance_kind != "process"
 
     def warmup(self) -> None:
         """Run on zeros so the first request does not pay for lazy initialisation; with
         ``execution: auto``, time a few runs to choose between inline and threads."""
         feed = warmup_inputs(self.config.inputs)
         self.pool.run_sync(feed, self._output_names)
-        if self.config.runtime.execution != "auto" or self.config.instance_count != 1:
+        if (
+            self.config.runtime.execution != "auto"
+            or self.config.instance_count != 1
+            or self.config.instance_kind == "process"
+        ):
             return
         times = []
         for _ in range(9):
@@ -433,6 +451,7 @@ class ModelManager:
             first = self._factory(config.backend, path, config)
             runtimes.append(first)
             effective = reconcile(source.config, first, source.name, str(path))
+            effective = replace(effective, instance_kind=instance_kind(config))
             # a thread-safe runtime is shared by all instances; otherwise one each
             while len(runtimes) < effective.instance_count:
                 runtimes.append(
