@@ -53,6 +53,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,6 +76,8 @@ MAX_BATCH = 32
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: any ONNX Runtime of the last years reads it
 CONCURRENCIES = (64, 1)
+FLOOD_FACTOR = 10  # the flood: this many times what the batched server answered at c=64
+FLOOD_S = 10.0
 CHECK_REQUESTS = 64  # concurrent requests with distinct rows checked against the model
 FLOOR_WARMUP_RUNS = 20
 
@@ -495,6 +498,60 @@ def run_bench(
     return run
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def flood(
+    url: str, name: str, pid: int, capacity_rps: float, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Open-loop load at FLOOD_FACTOR times what the server answered at c=64, for FLOOD_S
+    seconds: the bounded queue must shed the excess with 503 at once, and the server's memory
+    must stay flat (sampled every 100 ms)."""
+    rate = round(FLOOD_FACTOR * capacity_rps)
+    output = work / f"flood-{name}.json"
+    cmd = ["taskset", "-c", str(args.client_cpu), sys.executable, "-m", "mserve", "bench", url]
+    cmd += ["-m", name, "--protocol", "v2-binary", "--rate", str(rate), "--warmup", "0"]
+    cmd += ["--duration", f"{FLOOD_S:g}", "--timeout", "10", "--json", "-o", str(output), "-q"]
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            samples.append(rss_mb(pid))
+
+    before = rss_mb(pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=FLOOD_S + 120)
+    stop.set()
+    sampler.join()
+    out: dict[str, Any] = {
+        "rate_rps": rate,
+        "factor": FLOOD_FACTOR,
+        "seconds": FLOOD_S,
+        "rss_before_mb": round(before, 1),
+        "rss_peak_mb": round(max(samples, default=before), 1),
+        "rss_after_mb": round(rss_mb(pid), 1),
+    }
+    if proc.returncode != 0 or not output.exists():
+        out["problem"] = f"mserve bench exited {proc.returncode}: {proc.stderr[-2000:]}"
+        return out
+    step = json.loads(output.read_text())["steps"][-1]
+    out.update(
+        answered_rps=step["throughput_rps"],
+        ok=step["count"],
+        errors=step["errors"],
+        p50_ms=step["latency_ms"].get("p50"),
+        p99_ms=step["latency_ms"].get("p99"),
+    )
+    return out
+
+
 def print_run(run: dict[str, Any]) -> None:
     """One line per bench step, as it finishes."""
     head = f"  {run['model']:<9} c={run['concurrency']:<3}"
@@ -533,6 +590,20 @@ def measure_server(
                 run = run_bench(url, name, pid, c, work, args)
                 print_run(run)
                 out["runs"].append(run)
+            c64 = next((r for r in out["runs"] if r["concurrency"] == 64 and r.get("ok")), None)
+            if info["config"].get("dynamic_batching") and c64 and not args.no_flood:
+                out["flood"] = f = flood(url, name, pid, c64["throughput_rps"], work, args)
+                print(
+                    f"  {name} flood at {f['rate_rps']} req/s: "
+                    + (
+                        f"{f['answered_rps']:.0f} req/s answered, errors {f['errors']}, "
+                        f"RSS {f['rss_before_mb']} -> peak {f['rss_peak_mb']} MiB"
+                        if "problem" not in f
+                        else f"FAILED: {f['problem']}"
+                    ),
+                    flush=True,
+                )
+                out["check_after_flood"] = check_answers(url, name, *check)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         out["problem"] = str(exc)
         print(f"  {name} FAILED: {exc}", flush=True)
@@ -702,6 +773,22 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for t in s["targets"]:
         lines.append(f"| {t['target']} | {t['measured']} | {'PASS' if t['passed'] else 'FAIL'} |")
+    for name, server in result["servers"].items():
+        f = server.get("flood")
+        if f and "problem" not in f:
+            lines += [
+                "",
+                f"Flood (`{name}`): open loop at {f['rate_rps']:,} req/s ({f['factor']}x what it "
+                f"answered at c=64) for {f['seconds']:g} s: {f['answered_rps']:,.0f} req/s "
+                f"answered (p99 {_cell(f['p99_ms'], '.1f')} ms), refused {f['errors']}; server "
+                f"memory {f['rss_before_mb']} MiB before, {f['rss_peak_mb']} MiB at the peak, "
+                f"{f['rss_after_mb']} MiB after; "
+                + (
+                    "every answer right afterwards."
+                    if server.get("check_after_flood")
+                    else "answers NOT checked afterwards."
+                ),
+            ]
     if not s["all_runs_ok"]:
         lines += ["", "**Some runs failed**: see the JSON (`--out`) for what went wrong."]
     return "\n".join(lines)
@@ -754,6 +841,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=HERE / "out" / "batching.json", help="JSON of every raw figure"
     )
+    p.add_argument("--no-flood", action="store_true", help="skip the 10x open-loop flood")
     p.add_argument("--results", type=Path, help="RESULTS.md whose batching block to replace")
     p.add_argument("--floor-child", help=argparse.SUPPRESS)  # internal: the pinned floor run
     args = p.parse_args(argv)
