@@ -780,7 +780,8 @@ def markdown(result: dict[str, Any]) -> str:
                 "",
                 f"Flood (`{name}`): open loop at {f['rate_rps']:,} req/s ({f['factor']}x what it "
                 f"answered at c=64) for {f['seconds']:g} s: {f['answered_rps']:,.0f} req/s "
-                f"answered (p99 {_cell(f['p99_ms'], '.1f')} ms), refused {f['errors']}; server "
+                f"answered (p99 {_cell(f['p99_ms'], '.1f')} ms), errors {f['errors']} (http_503: "
+                f"refused by the server; not_started: never sent, every connection busy); server "
                 f"memory {f['rss_before_mb']} MiB before, {f['rss_peak_mb']} MiB at the peak, "
                 f"{f['rss_after_mb']} MiB after; "
                 + (

@@ -26,7 +26,7 @@ from mserve.errors import (
 from mserve.protocol import InferRequest, RepositoryEntry, RequestedOutput, Tensor, TensorSpec
 from mserve.repository import Repository
 from mserve.runtime.fake import FakeRuntime
-from mserve.server.models import ModelManager, intra_op_threads
+from mserve.server.models import ModelManager, instance_kind, intra_op_threads
 
 BATCHED = ModelConfig(
     name="addsub",
@@ -432,3 +432,9 @@ def test_inline_models_move_to_their_threads_when_requests_queue(tmp_path: Path)
     assert runtime.threads[-2] == "MainThread"
     assert runtime.threads[-1].startswith("fake-v1-instance-")
     assert out.outputs[0].data.tolist() == [[2.0, 4.0, 6.0, 8.0]]
+
+
+def test_instance_kind_auto_is_threads_for_a_runtime_that_releases_the_gil() -> None:
+    assert instance_kind(ModelConfig("m")) == "thread"  # ONNX Runtime computes without the GIL
+    assert instance_kind(ModelConfig("m", instance_kind="process")) == "process"
+    assert instance_kind(ModelConfig("m", instance_kind="thread")) == "thread"

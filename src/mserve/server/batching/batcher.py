@@ -145,7 +145,8 @@ class Batcher:
 
     def _more_coming(self) -> bool:
         """Whether the server holds, or held lately, more requests than are queued or computing
-        here: requests still being read, or closed-loop clients about to send again."""
+        here: requests received but not yet handed to the batcher, or closed-loop clients whose
+        answers just left and who are about to send again."""
         held = max(self._peak_now, self._peak_before, self.in_flight.count)
         return held > self.queued + self.running
 
