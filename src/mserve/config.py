@@ -359,6 +359,16 @@ def _version_policy(value: object, source: str) -> VersionPolicy:
     raise ConfigError(source, "version_policy", expected, dict(m))
 
 
+def dynamic_batching_to_dict(db: DynamicBatching) -> dict[str, Any]:
+    """The config.yaml form of a ``dynamic_batching`` section."""
+    return {
+        "max_queue_delay_microseconds": db.max_queue_delay_us,
+        "preferred_batch_sizes": list(db.preferred_batch_sizes),
+        "max_queue_size": db.max_queue_size,
+        "default_timeout_microseconds": db.default_timeout_us,
+    }
+
+
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """The config.yaml form of a model config (what :func:`parse_model_config` reads back)."""
     policy: Any
@@ -377,14 +387,8 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
         "instance_count": config.instance_count,
         "instance_kind": config.instance_kind,
     }
-    db = config.dynamic_batching
-    if db is not None:
-        doc["dynamic_batching"] = {
-            "max_queue_delay_microseconds": db.max_queue_delay_us,
-            "preferred_batch_sizes": list(db.preferred_batch_sizes),
-            "max_queue_size": db.max_queue_size,
-            "default_timeout_microseconds": db.default_timeout_us,
-        }
+    if config.dynamic_batching is not None:
+        doc["dynamic_batching"] = dynamic_batching_to_dict(config.dynamic_batching)
     return doc | {
         "inputs": [t.to_dict() for t in config.inputs],
         "outputs": [t.to_dict() for t in config.outputs],

@@ -119,10 +119,21 @@ def test_repo_check_reports_the_broken_config(
     assert "got 3" in rows["broken"]["reason"]
     assert "Traceback" not in result.stderr
 
-    (tmp_path / "broken" / "config.yaml").write_text("max_batch_size: 0\n")
+    (tmp_path / "broken" / "config.yaml").write_text(
+        "max_batch_size: 8\ndynamic_batching: {max_queue_size: 16}\n"
+    )
     fixed = mserve_cli("repo", "check", str(tmp_path), "--json")
     assert fixed.returncode == 0, fixed.stderr
-    assert {r["state"] for r in json.loads(fixed.stdout)["models"]} == {"READY"}
+    rows = {r["name"]: r for r in json.loads(fixed.stdout)["models"]}
+    assert {r["state"] for r in rows.values()} == {"READY"}
+    assert rows["broken"]["dynamic_batching"] == {
+        "max_queue_delay_microseconds": 0,
+        "preferred_batch_sizes": [],
+        "max_queue_size": 16,
+        "default_timeout_microseconds": 0,
+    }
+    assert rows["good"]["dynamic_batching"] is None
+    assert rows["good"]["instance_kind"] == "thread"  # auto, resolved for ONNX Runtime
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
 
 def check(directory: Path) -> list[dict[str, Any]]:
     """Load every model of the repository and describe each (the Python API of the command)."""
+    from mserve.config import dynamic_batching_to_dict
     from mserve.repository import Repository
     from mserve.server.models import ModelManager
 
@@ -60,6 +61,9 @@ def check(directory: Path) -> list[dict[str, Any]]:
                 row["outputs"] = [t.to_dict() for t in md.outputs]
                 row["max_batch_size"] = mv.config.max_batch_size
                 row["instance_count"] = mv.config.instance_count
+                row["instance_kind"] = mv.config.instance_kind
+                db = mv.config.dynamic_batching
+                row["dynamic_batching"] = None if db is None else dynamic_batching_to_dict(db)
             rows.append(row)
     finally:
         manager.close()
