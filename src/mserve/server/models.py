@@ -305,8 +305,10 @@ class ModelVersion:
         t1 = clock()
         alone = not self.in_flight.busy()
         batcher = self.batcher
+        batched = batcher is not None and not (self.inline and alone and batcher.idle)
         try:
-            if batcher is not None and not (self.inline and alone and batcher.idle):
+            if batched:
+                assert batcher is not None
                 done = await batcher.submit(feed, names, rows)
                 outputs, queue_ns, input_ns, infer_ns = (
                     done.outputs,
@@ -331,7 +333,6 @@ class ModelVersion:
                     0,
                     timed.infer_ns,
                 )
-                self.stats.record_execution(rows, 0, infer_ns, 0)
         except RuntimeError:  # closed since the lookup: unloaded or reloaded on another thread
             self.stats.record_failure(clock() - t0)
             raise ModelNotReady(
@@ -349,14 +350,17 @@ class ModelVersion:
         t2 = clock()
         input_ns += t1 - t0
         # compute_output also covers the hand-back from the instance thread to the event loop
+        output_ns = max(0, t2 - t0 - queue_ns - input_ns - infer_ns)
         self.stats.record_success(
             rows,
             total_ns=t2 - t0,
             queue_ns=queue_ns,
             input_ns=input_ns,
             infer_ns=infer_ns,
-            output_ns=max(0, t2 - t0 - queue_ns - input_ns - infer_ns),
+            output_ns=output_ns,
         )
+        if not batched:  # the batcher records its executions itself
+            self.stats.record_execution(rows, input_ns, infer_ns, output_ns)
         return response
 
     def close(self) -> None:
