@@ -20,6 +20,8 @@ from mserve.server.http.status import status_of
         (errors.RouteNotFound("GET", "/x"), 404),
         (errors.ModelNotReady("m", None, "UNAVAILABLE"), 503),
         (errors.Unavailable("busy"), 503),
+        (errors.ServerBusy("m", "1", 8, 8), 503),
+        (errors.DeadlineExceeded("m", "1", 900, 500), 504),
         (errors.ModelFailure("m", "1", "boom"), 500),
         (errors.ConfigError("f", "x", "y"), 400),
         (errors.RepositoryError("p", "q"), 400),
@@ -44,3 +46,13 @@ def test_messages_are_built_from_typed_fields() -> None:
     assert str(errors.ConfigError("c.yaml", "f", "an integer", "x")) == (
         "c.yaml: field 'f': expected an integer, got 'x'"
     )
+
+
+def test_a_full_queue_tells_the_client_when_to_retry() -> None:
+    from mserve.server.http.app import error_reply
+
+    status, body, headers = error_reply(errors.ServerBusy("m", "1", 8, 8))
+    assert status == 503
+    assert (b"retry-after", b"1") in headers
+    assert b"(max_queue_size 8); retry later" in body
+    assert (b"retry-after", b"1") not in error_reply(errors.Unavailable("not ready"))[2]
