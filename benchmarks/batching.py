@@ -65,9 +65,17 @@ from typing import Any
 
 import numpy as np
 
+from hoststats import (
+    busy_seconds,
+    core_busy,
+    cpu_ticks,
+    process_cpu_s,
+    update_results,
+    wait_quiet,
+)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BEGIN, END = "<!-- batching:begin -->", "<!-- batching:end -->"
 
 # The model.
 LAYERS = (64, 2048, 2048, 2048, 10)
@@ -240,55 +248,6 @@ def measure_floor(model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- machine ------------------------------------------------------------------------------------
-
-
-def cpu_ticks() -> dict[str, list[int]]:
-    """Per-core tick counters from /proc/stat."""
-    ticks = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3].isdigit():
-            name, *values = line.split()
-            ticks[name] = [int(v) for v in values]
-    return ticks
-
-
-def core_busy(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, float]:
-    """Percent busy per core between two samples."""
-    out = {}
-    for name, a in after.items():
-        d = [x - y for x, y in zip(a, before[name], strict=False)]
-        total = sum(d[:8]) or 1
-        out[name] = round(100.0 * (total - d[3] - d[4]) / total, 1)
-    return out
-
-
-def busy_seconds(before: dict[str, list[int]], after: dict[str, list[int]]) -> float:
-    """CPU seconds all cores spent busy between two /proc/stat samples."""
-    total = 0
-    for name, a in after.items():
-        d = [x - y for x, y in zip(a, before[name], strict=False)]
-        total += sum(d[:8]) - d[3] - d[4]
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(limit_s: float, threshold: float = 0.15) -> float:
-    """Wait (up to ``limit_s``) until the machine is idle: other work would skew a run."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit_s:
-        t0 = cpu_ticks()
-        time.sleep(0.5)
-        if busy_seconds(t0, cpu_ticks()) / 0.5 < threshold:
-            break
-    return round(time.monotonic() - start, 1)
 
 
 def machine_facts() -> dict[str, Any]:
@@ -795,18 +754,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_results(path: Path, block: str) -> None:
-    """Replace the marked batching block of RESULTS.md (append it when absent)."""
-    text = path.read_text() if path.exists() else ""
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
-    path.write_text(text)
-
-
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -928,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     block = markdown(result)
     print("\n" + block + "\n")
     if args.results:
-        update_results(args.results, block)
+        update_results(args.results, "batching", block)
         print(f"updated {args.results}")
     print(f"wrote {args.out} in {result['wall_seconds']} s")
     return 0 if result["summary"]["all_runs_ok"] else 1

@@ -48,13 +48,21 @@ from typing import Any
 
 import numpy as np
 
+from hoststats import (
+    busy_seconds,
+    core_busy,
+    cpu_ticks,
+    process_cpu_s,
+    update_results,
+    wait_quiet,
+)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LUA = HERE / "wrk" / "post_body.lua"
 MODEL = "digits"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 REF_ENV = "SERVING_CORE_REF"  # set when re-run on a git revision extracted with --ref
-BEGIN, END = "<!-- serving_core:begin -->", "<!-- serving_core:end -->"
 
 # The targets from the issue.
 TARGET_RATIO_C16 = 3.0  # mserve JSON req/s >= 3x the naive wrapper's at concurrency 16
@@ -382,34 +390,6 @@ def parse_wrk_text(text: str) -> dict[str, Any]:
     return out
 
 
-def cpu_ticks() -> dict[str, list[int]]:
-    """Per-core tick counters from /proc/stat."""
-    ticks = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3].isdigit():
-            name, *values = line.split()
-            ticks[name] = [int(v) for v in values]
-    return ticks
-
-
-def core_busy(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, float]:
-    """Percent busy per core (and steal) between two samples."""
-    out = {}
-    for name, a in after.items():
-        d = [x - y for x, y in zip(a, before[name], strict=False)]
-        total = sum(d[:8]) or 1
-        idle = d[3] + d[4]
-        out[name] = round(100.0 * (total - idle) / total, 1)
-        out[name + "_steal"] = round(100.0 * d[7] / total, 1)
-    return out
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def model_stats(url: str) -> dict[str, Any] | None:
     """mserve's per-model statistics (None for a server without them)."""
     try:
@@ -465,27 +445,6 @@ def wrk(
         "ok": failures == 0 and figures["requests"] > 0,
         "wrk_text": parsed,
     }
-
-
-def busy_seconds(before: dict[str, list[int]], after: dict[str, list[int]]) -> float:
-    """CPU seconds all cores spent busy between two /proc/stat samples."""
-    hz = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for name, a in after.items():
-        d = [x - y for x, y in zip(a, before[name], strict=False)]
-        total += sum(d[:8]) - d[3] - d[4]
-    return total / hz
-
-
-def wait_quiet(limit_s: float, threshold: float = 0.15) -> float:
-    """Wait (up to ``limit_s``) until the machine is idle: other work would skew a run."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit_s:
-        t0 = cpu_ticks()
-        time.sleep(0.5)
-        if busy_seconds(t0, cpu_ticks()) / 0.5 < threshold:
-            break
-    return round(time.monotonic() - start, 1)
 
 
 def measure(
@@ -827,18 +786,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_results(path: Path, block: str) -> None:
-    """Replace the marked serving-core block of RESULTS.md (append it when absent)."""
-    text = path.read_text() if path.exists() else ""
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
-    path.write_text(text)
-
-
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -986,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"    {item['percent']:5.1f}%  {item['us_per_request']:6.1f}  {item['frame']}"
                 )
     if args.results:
-        update_results(args.results, block)
+        update_results(args.results, "serving_core", block)
         print(f"updated {args.results}")
     print(f"wrote {args.out} in {result['wall_seconds']} s")
     return 0 if result["summary"]["all_runs_ok"] else 1

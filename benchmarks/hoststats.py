@@ -1,0 +1,74 @@
+"""What the benchmark scripts read off the machine: CPU counters per core and per process, a wait
+for the machine to go quiet, and the marked blocks of RESULTS.md. Imported by the scripts beside
+it (``python benchmarks/NAME.py`` puts this folder on the path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def cpu_ticks() -> dict[str, list[int]]:
+    """Per-core tick counters from /proc/stat."""
+    ticks = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3].isdigit():
+            name, *values = line.split()
+            ticks[name] = [int(v) for v in values]
+    return ticks
+
+
+def core_busy(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, float]:
+    """Percent busy per core (and steal) between two samples."""
+    out = {}
+    for name, a in after.items():
+        d = [x - y for x, y in zip(a, before[name], strict=False)]
+        total = sum(d[:8]) or 1
+        idle = d[3] + d[4]
+        out[name] = round(100.0 * (total - idle) / total, 1)
+        out[name + "_steal"] = round(100.0 * d[7] / total, 1)
+    return out
+
+
+def busy_seconds(before: dict[str, list[int]], after: dict[str, list[int]]) -> float:
+    """CPU seconds all cores spent busy between two /proc/stat samples."""
+    total = 0
+    for name, a in after.items():
+        d = [x - y for x, y in zip(a, before[name], strict=False)]
+        total += sum(d[:8]) - d[3] - d[4]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.15) -> float:
+    """Wait (up to ``limit_s``) until the machine is idle: other work would skew a run."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        t0 = cpu_ticks()
+        time.sleep(0.5)
+        if busy_seconds(t0, cpu_ticks()) / 0.5 < threshold:
+            break
+    return round(time.monotonic() - start, 1)
+
+
+def update_results(path: Path, name: str, block: str) -> None:
+    """Replace the block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in a results
+    file (append it when absent); everything outside the markers is left as it is."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else ""
+    new = f"{begin}\n{block}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + new + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
+    path.write_text(text)
