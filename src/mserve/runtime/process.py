@@ -65,7 +65,6 @@ class ProcessRuntime:
     """The runtime named by ``backend`` running in a child process of its own."""
 
     thread_safe = False  # one pipe, one call at a time: each instance gets its own child
-    releases_gil = True  # the calling thread only waits on the pipe
 
     def __init__(self, backend: str, path: Path, options: RuntimeOptions) -> None:
         self._args = (backend, Path(path), options)
