@@ -59,7 +59,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,8 @@ from hoststats import (
     busy_seconds,
     core_busy,
     cpu_ticks,
+    git_state,
+    package_versions,
     process_cpu_s,
     update_results,
     wait_quiet,
@@ -256,16 +257,8 @@ def machine_facts() -> dict[str, Any]:
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
     mhz = re.search(r"^cpu MHz\s*:\s*(.+)$", cpuinfo, re.M)
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("mserve", "onnxruntime", "onnx", "numpy"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    git = ["git", "-C", str(ROOT)]
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True
-    )
+    versions |= package_versions(("mserve", "onnxruntime", "onnx", "numpy"))
+    commit, dirty = git_state(ROOT)
     return {
         "cpu_model": model.group(1).strip() if model else platform.processor(),
         "cpu_mhz": mhz.group(1).strip() if mhz else None,
@@ -273,8 +266,8 @@ def machine_facts() -> dict[str, Any]:
         "kernel": platform.release(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
-        "git_commit": commit.stdout.strip(),
-        "src_modified": bool(dirty.stdout.strip()),
+        "git_commit": commit,
+        "src_modified": dirty,
         "versions": versions,
     }
 

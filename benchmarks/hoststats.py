@@ -5,7 +5,9 @@ it (``python benchmarks/NAME.py`` puts this folder on the path)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 
 
@@ -58,6 +60,27 @@ def wait_quiet(limit_s: float, threshold: float = 0.15) -> float:
         if busy_seconds(t0, cpu_ticks()) / 0.5 < threshold:
             break
     return round(time.monotonic() - start, 1)
+
+
+def package_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each package (None when it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for pkg in packages:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def git_state(root: Path) -> tuple[str, bool]:
+    """The short commit of HEAD, and whether src/ has uncommitted changes."""
+    git = ["git", "-C", str(root)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+    )
+    return commit.stdout.strip(), bool(dirty.stdout.strip())
 
 
 def update_results(path: Path, name: str, block: str) -> None:

@@ -42,7 +42,6 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,8 @@ from hoststats import (
     busy_seconds,
     core_busy,
     cpu_ticks,
+    git_state,
+    package_versions,
     process_cpu_s,
     update_results,
     wait_quiet,
@@ -167,40 +168,34 @@ def machine_facts() -> dict[str, Any]:
         )
         if (m := re.search(rf"^{field}\s*:\s*(.+)$", cpuinfo, re.M))
     }
-    versions = {"python": platform.python_version()}
-    for pkg in (
-        "mserve",
-        "onnxruntime",
-        "numpy",
-        "orjson",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "fastapi",
-        "starlette",
-        "pydantic",
-        "scikit-learn",
-        "skl2onnx",
-    ):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    versions |= package_versions(
+        (
+            "mserve",
+            "onnxruntime",
+            "numpy",
+            "orjson",
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "fastapi",
+            "starlette",
+            "pydantic",
+            "scikit-learn",
+            "skl2onnx",
+        )
+    )
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     versions["wrk"] = (wrk.stdout + wrk.stderr).splitlines()[0].split(" Copyright")[0].strip()
-    git = ["git", "-C", str(ROOT)]
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+    commit, dirty = git_state(ROOT)
+    diff = subprocess.run(
+        ["git", "-C", str(ROOT), "diff", "HEAD", "--", "src"], capture_output=True
     )
-    diff = subprocess.run([*git, "diff", "HEAD", "--", "src"], capture_output=True)
     ref = os.environ.get(REF_ENV)
     if ref:
         source = f"git archive of {ref[:10]} (--ref)"
     else:
-        source = f"working tree at {commit.stdout.strip()}" + (
-            " with uncommitted src/ changes" if dirty.stdout.strip() else ""
-        )
+        source = f"working tree at {commit}" + (" with uncommitted src/ changes" if dirty else "")
     return {
         "cpu_model": model.group(1).strip() if model else platform.processor(),
         "cpu_ids": cpu_ids,
@@ -208,9 +203,9 @@ def machine_facts() -> dict[str, Any]:
         "kernel": platform.release(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
-        "git_commit": commit.stdout.strip(),
+        "git_commit": commit,
         "mserve_source": source,
-        "src_modified": bool(dirty.stdout.strip()),
+        "src_modified": dirty,
         "src_diff_sha256": hashlib.sha256(diff.stdout).hexdigest()[:12] if diff.stdout else None,
         "versions": versions,
     }
