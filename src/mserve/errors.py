@@ -18,7 +18,10 @@ the classes below to their own codes with one table each; nothing here knows abo
     ├── DeadlineExceeded          waited in a queue past its timeout, never computed
     ├── ModelFailure              the model itself raised while computing
     ├── ConfigError               a config file or field is wrong (names file, field, expectation)
-    └── RepositoryError           a model directory cannot be turned into a loadable model
+    ├── RepositoryError           a model directory cannot be turned into a loadable model
+    └── ConversionError           a model cannot be converted (names the source and the problem)
+        ├── UntrustedSource           a pickle-based file, refused without an explicit trust flag
+        └── ParityError               the converted model computes something else (with figures)
 """
 
 from __future__ import annotations
@@ -169,3 +172,38 @@ class RepositoryError(MserveError):
         super().__init__(problem if path is None else f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class ConversionError(MserveError):
+    """A trained model cannot be turned into a verified ONNX model."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class UntrustedSource(ConversionError):
+    """A file whose loading runs arbitrary code (pickle, joblib), refused unless trusted."""
+
+    def __init__(self, source: str, kind: str, flag: str = "--trust") -> None:
+        super().__init__(
+            source,
+            f"{kind} files run arbitrary code when they are loaded, so they are refused by "
+            f"default; pass {flag} only if you made this file or trust who did",
+        )
+        self.kind = kind
+
+
+class ParityError(ConversionError):
+    """The converted model's outputs differ from the original's beyond the tolerance."""
+
+    def __init__(self, source: str, variant: str, figures: str, tolerance: str) -> None:
+        super().__init__(
+            source,
+            f"variant '{variant}' does not compute the same function: {figures} "
+            f"(tolerance: {tolerance})",
+        )
+        self.variant = variant
+        self.figures = figures
+        self.tolerance = tolerance
