@@ -20,7 +20,7 @@ import yaml
 from mserve.errors import ConfigError
 from mserve.protocol import DATATYPES, TensorSpec
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "openvino")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 #: Where a model computes. "thread": on its instance threads, off the event loop. "inline": on
 #: the event loop itself while no other request is waiting (handing a tiny model's work to a

@@ -19,7 +19,7 @@ from pathlib import Path
 from mserve.config import CONFIG_FILE, ModelConfig, load_model_config
 from mserve.errors import ConfigError, MserveError, RepositoryError
 
-MODEL_FILES = {"onnxruntime": "model.onnx"}
+MODEL_FILES = {"onnxruntime": "model.onnx", "openvino": "model.onnx"}  # OpenVINO reads ONNX
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -89,20 +90,23 @@ StartServer = Callable[..., Served]
 RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m mserve ARGS`` as a user runs it, output captured."""
+def run_cli(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m mserve ARGS`` as a user runs it, output captured; ``env`` adds variables."""
     return subprocess.run(
         [sys.executable, "-m", "mserve", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 
 @pytest.fixture(scope="session")
 def mserve_cli() -> RunCli:
-    """mserve_cli(*args, timeout=120) -> the finished ``python -m mserve`` process."""
+    """mserve_cli(*args, timeout=120, env=None) -> the finished ``python -m mserve`` process."""
     return run_cli
 
 
