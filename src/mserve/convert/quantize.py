@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -104,7 +105,10 @@ def _preprocessed(model: onnx.ModelProto, tmp: Path) -> Path:
     onnx.save(model, str(raw))
     pre = tmp / "pre.onnx"
     try:
-        quant_pre_process(str(raw), str(pre), skip_symbolic_shape=False)
+        # where symbolic shape inference gives up, it dumps the model (and its weights) into
+        # the working directory: make that the temporary one
+        with contextlib.chdir(tmp):
+            quant_pre_process(str(raw), str(pre), skip_symbolic_shape=False)
     except Exception:  # symbolic shape inference cannot follow every graph; quantise as is
         return raw
     return pre
