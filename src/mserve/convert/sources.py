@@ -215,7 +215,8 @@ def _caffe(spec: SourceSpec, path: Path) -> Exported:
 
 
 def _pytorch(spec: SourceSpec) -> tuple[Exported, Any]:
-    from mserve.convert.pytorch import load_pytorch, pytorch_to_onnx
+    from mserve.convert.pytorch import pytorch_to_onnx
+    from mserve.convert.pytorch_load import load_pytorch
 
     path, factory = spec.path, spec.factory
     if path is not None and _FACTORY.match(path) and not Path(path).exists():
