@@ -21,7 +21,7 @@ from mserve.convert.parity import Tolerance
 from mserve.convert.pipeline import ConvertOptions, Progress, Pruned, convert_exported
 from mserve.convert.report import ConversionReport
 from mserve.convert.signature import graph_inputs
-from mserve.convert.sources import SourceSpec, export
+from mserve.convert.sources import SourceSpec, detect, export
 from mserve.errors import ConversionError
 
 
@@ -49,9 +49,11 @@ def convert(
     amount)`` for PyTorch models, each exported as its own variant. Raises ConversionError (or
     its ParityError, UntrustedSource) with the reason.
     """
-    from mserve.convert.data import read_npz
+    from mserve.convert.data import example_rows, read_npz
 
     options = options or ConvertOptions()
+    if inputs is not None and not spec.input_shapes and detect(spec) == "pytorch":
+        spec = dataclasses.replace(spec, examples=example_rows(inputs))
     progress(f"exporting {spec.name}", 0, 0)
     exported, torch_source = export(spec)
     names = [s.name for s in graph_inputs(exported.model, spec.name)]

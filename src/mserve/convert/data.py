@@ -20,13 +20,7 @@ def read_npz(
     A model with one input also takes a file whose only other array is named anything (``x``).
     """
     source = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise ConversionError(source, "no such file") from None
-    except (ValueError, OSError) as exc:
-        raise ConversionError(source, f"is not a numpy .npz file of plain arrays: {exc}") from None
+    arrays = _arrays(path)
     label = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
     if labels and label is None:
         raise ConversionError(source, f"has no labels: expected an array named {LABEL_KEYS[0]}")
@@ -48,3 +42,21 @@ def read_npz(
     if len(rows) != 1:
         raise ConversionError(source, f"arrays disagree on the number of rows: {sorted(rows)}")
     return {n: arrays[n] for n in names}, label
+
+
+def example_rows(path: Path | str, rows: int = 2) -> tuple[np.ndarray, ...]:
+    """The first rows of every array but the labels, in the file's order: inputs to trace."""
+    return tuple(a[:rows] for k, a in _arrays(path).items() if k not in LABEL_KEYS)
+
+
+def _arrays(path: Path | str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, in its order; object (pickled) arrays are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise ConversionError(str(path), "no such file") from None
+    except (ValueError, OSError) as exc:
+        raise ConversionError(
+            str(path), f"is not a numpy .npz file of plain arrays: {exc}"
+        ) from None

@@ -174,7 +174,8 @@ def _axes(
     out_names: Sequence[str],
     outputs: Sequence[np.ndarray],
 ) -> dict[str, dict[int, str]]:
-    """The dynamic axes asked for (checked against names and ranks), else batch on axis 0."""
+    """The dynamic axes asked for (checked against names and ranks); a tensor not named keeps
+    the default, its axis 0 free as the batch."""
     ranks = {n: a.ndim for n, a in zip([*in_names, *out_names], [*inputs, *outputs], strict=True)}
     if given is None:
         return {n: {0: "batch"} for n, rank in ranks.items() if rank > 0}
@@ -192,6 +193,9 @@ def _axes(
                 name, f"{tensor!r} has {ranks[tensor]} axes; dynamic axes {bad} do not exist"
             )
         axes[tensor] = dict(labels)
+    for tensor, rank in ranks.items():
+        if tensor not in axes and rank > 0:
+            axes[tensor] = {0: "batch"}
     return axes
 
 

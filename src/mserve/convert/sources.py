@@ -35,6 +35,7 @@ class SourceSpec:
     exporter: str = "auto"  # PyTorch: auto | dynamo | torchscript
     trust: bool = False  # allow formats whose loading runs code (pickle, joblib, Keras Lambda)
     opset: int = 17
+    examples: tuple[Any, ...] = ()  # PyTorch: example input arrays to trace with, in order
 
     @property
     def name(self) -> str:
@@ -232,6 +233,7 @@ def _pytorch(spec: SourceSpec) -> tuple[Exported, Any]:
     exported = pytorch_to_onnx(
         source,
         input_shapes=[d for _, d in spec.input_shapes] or None,
+        example_inputs=list(spec.examples) or None,
         input_names=names,
         output_names=list(spec.output_names) or None,
         dynamic_axes=axes,

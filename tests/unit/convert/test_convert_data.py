@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mserve.convert.data import read_npz
+from mserve.convert.data import example_rows, read_npz
 from mserve.errors import ConversionError
 
 
@@ -54,3 +54,11 @@ def test_pickled_arrays_are_refused(tmp_path: Path) -> None:
     np.savez(path, x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ConversionError, match=r"not a numpy \.npz file of plain arrays"):
         read_npz(path, ["x"])
+
+
+def test_example_rows_keep_the_file_order_without_labels(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, ids=np.arange(12).reshape(4, 3), mask=np.ones((4, 3)), labels=np.arange(4))
+    ids, mask = example_rows(path)
+    assert ids.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert mask.shape == (2, 3)
