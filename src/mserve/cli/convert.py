@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ variants (each kept one becomes its own model, NAME-VARIANT, beside NAME):
   int8-dynamic  int8 weights per channel, activations quantised at run time (MatMul, Gemm)
   int8-static   int8 QDQ, weights per channel, activations calibrated on --calibrate DATA.npz
   openvino      the fp32 graph served by OpenVINO instead of ONNX Runtime
+  cuda          the fp32 graph on ONNX Runtime's CUDA provider (where this build and a GPU have it)
+  tensorrt      the fp32 graph on ONNX Runtime's TensorRT provider (likewise)
   --optimize auto tries every variant that applies and keeps those within tolerance that run
   faster than fp32 on this machine (geometric mean over the timed batch sizes >= 1.05x).
 
@@ -48,13 +51,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "convert",
         help="convert a trained model to optimised, verified ONNX in a model repository",
-        description=(
+        description=textwrap.fill(
             "Convert a trained model (PyTorch, TensorFlow/Keras, scikit-learn, XGBoost, "
             "LightGBM, Caffe or ONNX) into ONNX, check that it computes the original's function "
             "on the same inputs, derive optimised variants (graph optimisation, fp16, int8, "
             "pruning, OpenVINO), time each at batch 1 and 32 on this machine, and write the "
             "kept ones with a config.yaml into the model repository, with a conversion report "
-            "(REPO/NAME/conversion.json)."
+            "(REPO/NAME/conversion.json).",
+            width=88,
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,7 +72,7 @@ def register(sub: Any) -> None:
     p.add_argument("--factory", metavar="PKG.MOD:FN", help="PyTorch: function building the module")
     p.add_argument("--weights", metavar="FILE", help="Caffe: the .caffemodel of a deploy.prototxt")
     p.add_argument(
-        "--input-shape",
+        "--input-shape",  # PyTorch without it traces on the first rows of --inputs
         action="append",
         default=[],
         metavar="[NAME=]DIMS",
@@ -98,7 +102,10 @@ def register(sub: Any) -> None:
         help="allow files whose loading runs code (pickle, joblib, Keras Lambda layers)",
     )
     p.add_argument(
-        "--variants", metavar="A,B", default="", help="fp16, int8-dynamic, int8-static, openvino"
+        "--variants",
+        metavar="A,B",
+        default="",
+        help="fp16, int8-dynamic, int8-static, openvino, cuda, tensorrt",
     )
     p.add_argument(
         "--optimize",

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from mserve.config import DynamicBatching, ModelConfig
+from mserve.config import DynamicBatching, ModelConfig, RuntimeOptions
 from mserve.convert import optimize, quantize
 from mserve.convert.base import Exported
 from mserve.convert.parity import Parity, Tolerance, compare
@@ -37,7 +37,12 @@ from mserve.errors import ConversionError, ParityError
 from mserve.repository import valid_model_name, write_model
 
 #: Variants that can be asked for by name, in the order they are tried.
-VARIANTS = ("fp16", "int8-dynamic", "int8-static", "openvino")
+VARIANTS = ("fp16", "int8-dynamic", "int8-static", "openvino", "cuda", "tensorrt")
+#: Variants that are the fp32 graph on another ONNX Runtime execution provider.
+PROVIDERS = {
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
 #: ``--optimize auto`` keeps a variant only when it is at least this much faster at some batch.
 MIN_SPEEDUP = 1.05
 REPORT_FILE = "conversion.json"
@@ -131,12 +136,15 @@ def _has_ops(model: onnx.ModelProto, ops: Sequence[str]) -> bool:
     return any(node.op_type in ops for node in model.graph.node)
 
 
-def _config(name: str, model: onnx.ModelProto, backend: str, max_batch: int) -> ModelConfig:
+def _config(
+    name: str, model: onnx.ModelProto, backend: str, max_batch: int, providers: tuple[str, ...]
+) -> ModelConfig:
     """The config.yaml a converted model gets: its signature, and batching when it batches."""
     batching = batch_is_free(model) and max_batch > 0
     return ModelConfig(
         name=name,
         backend=backend,
+        runtime=RuntimeOptions(execution_providers=providers),
         inputs=graph_inputs(model),
         outputs=graph_outputs(model),
         max_batch_size=max_batch if batching else 0,
@@ -373,6 +381,11 @@ class Conversion:
             return "no MatMul or Gemm: dynamic int8 would quantise nothing"
         if name == "int8-static" and not self.options.calibration:
             return "needs calibration data: --calibrate DATA.npz"
+        if name in PROVIDERS:
+            import onnxruntime as ort
+
+            if PROVIDERS[name][0] not in ort.get_available_providers():
+                return f"this ONNX Runtime has no {PROVIDERS[name][0]} (no GPU build or no GPU)"
         if name == "openvino":
             try:
                 import openvino  # noqa: F401
@@ -386,6 +399,8 @@ class Conversion:
         try:
             if name == "openvino":
                 return fp32, openvino_session(fp32, self.threads)
+            if name in PROVIDERS:
+                return fp32, ort_session(fp32, self.threads, PROVIDERS[name])
             if name == "fp16":
                 model = optimize.to_fp16(fp32)
             elif name == "int8-dynamic":
@@ -460,7 +475,10 @@ class Conversion:
 
     def write(self, variant: VariantReport, model: onnx.ModelProto) -> None:
         """Place a kept variant in the repository as its own model, with its config."""
-        config = _config(variant.model, model, variant.backend, self.options.max_batch_size)
+        providers = PROVIDERS.get(variant.name, ())
+        config = _config(
+            variant.model, model, variant.backend, self.options.max_batch_size, providers
+        )
         path = write_model(self.out.parent, config, self.options.version, model.SerializeToString())
         variant.written = str(path)
 
