@@ -186,3 +186,19 @@ def compare(
             )
     rows = int(np.asarray(want[0]).shape[0]) if want and np.asarray(want[0]).ndim else 1
     return Parity(tuple(outputs), exact, not failures, tuple(failures), rows)
+
+
+def accuracy(
+    outputs: Sequence[np.ndarray],
+    names: Sequence[str],
+    class_outputs: Sequence[str],
+    labels: np.ndarray,
+) -> float | None:
+    """Top-1 accuracy from the first class output (or an integer label output)."""
+    for name, out in zip(names, outputs, strict=True):
+        if name in class_outputs and out.ndim == 2:
+            return float(np.mean(np.argmax(out, axis=1) == labels))
+    for out in outputs:
+        if out.dtype.kind in "iu" and out.shape == labels.shape:
+            return float(np.mean(out == labels))
+    return None

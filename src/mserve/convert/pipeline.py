@@ -11,7 +11,6 @@ The steps, each reported through ``progress``:
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +20,10 @@ import numpy as np
 import onnx
 
 from mserve.config import DynamicBatching, ModelConfig, RuntimeOptions
-from mserve.convert import optimize, quantize
+from mserve.convert import optimize, variants
 from mserve.convert.base import Exported
-from mserve.convert.parity import Parity, Tolerance, compare
-from mserve.convert.report import ConversionReport, VariantReport
+from mserve.convert.parity import Parity, Tolerance, accuracy, compare
+from mserve.convert.report import ConversionReport, VariantReport, versions
 from mserve.convert.signature import (
     batch_is_free,
     generate_inputs,
@@ -32,19 +31,10 @@ from mserve.convert.signature import (
     graph_outputs,
     resize_batch,
 )
-from mserve.convert.timing import Run, interleaved, openvino_session, ort_session, usable_cores
+from mserve.convert.timing import Run, interleaved, usable_cores
 from mserve.errors import ConversionError, ParityError
 from mserve.repository import valid_model_name, write_model
 
-#: Variants that can be asked for by name, in the order they are tried.
-VARIANTS = ("fp16", "int8-dynamic", "int8-static", "openvino", "cuda", "tensorrt")
-#: Variants that are the fp32 graph on another ONNX Runtime execution provider.
-PROVIDERS = {
-    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
-    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-}
-#: ``--optimize auto`` keeps a variant only when it is at least this much faster at some batch.
-MIN_SPEEDUP = 1.05
 REPORT_FILE = "conversion.json"
 #: At most this many rows of given data are compared (all of it counts for accuracy).
 MAX_PARITY_ROWS = 512
@@ -88,52 +78,13 @@ def _quiet(step: str, done: int, total: int) -> None:
     """The default progress callback: silence."""
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception's first line, or its class name when it has no message."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _runs(model: onnx.ModelProto, source: str, threads: int) -> Run:
-    try:
-        return ort_session(model, threads)
-    except Exception as exc:
-        raise ConversionError(
-            source, f"ONNX Runtime cannot load the converted model: {first_line(exc)}"
-        ) from None
-
-
 def _call(run: Run, feed: Mapping[str, np.ndarray], source: str, what: str) -> list[np.ndarray]:
     try:
         return run(feed)
     except Exception as exc:
         raise ConversionError(
-            source, f"{what} fails on the test inputs: {first_line(exc)}"
+            source, f"{what} fails on the test inputs: {variants.first_line(exc)}"
         ) from None
-
-
-def _accuracy(
-    outputs: Sequence[np.ndarray],
-    names: Sequence[str],
-    class_outputs: Sequence[str],
-    labels: np.ndarray,
-) -> float | None:
-    """Top-1 accuracy from the first class output (or an integer label output)."""
-    for name, out in zip(names, outputs, strict=True):
-        if name in class_outputs and out.ndim == 2:
-            return float(np.mean(np.argmax(out, axis=1) == labels))
-    for out in outputs:
-        if out.dtype.kind in "iu" and out.shape == labels.shape:
-            return float(np.mean(out == labels))
-    return None
-
-
-def _speed(variant: VariantReport) -> str:
-    return " / ".join(f"{variant.speedup[b]:.2f}x at batch {b}" for b in sorted(variant.speedup))
-
-
-def _has_ops(model: onnx.ModelProto, ops: Sequence[str]) -> bool:
-    return any(node.op_type in ops for node in model.graph.node)
 
 
 def _config(
@@ -238,7 +189,10 @@ class Conversion:
         self.report.outputs = graph_outputs(model, self.source)
         feed, self.timed = _feeds(self.exported, model, self.options)
         got = _call(
-            _runs(model, self.source, self.threads), feed, self.source, "the exported graph"
+            variants.session(model, self.source, self.threads),
+            feed,
+            self.source,
+            "the exported graph",
         )
         if self.exported.reference is None:
             self.report.notes.append(
@@ -280,7 +234,7 @@ class Conversion:
         o = self.options
         if o.eval_inputs is not None and o.labels is not None:
             outputs = _call(run, o.eval_inputs, self.source, f"variant '{variant.name}'")
-            variant.accuracy = _accuracy(outputs, self.names, self.exported.class_outputs, o.labels)
+            variant.accuracy = accuracy(outputs, self.names, self.exported.class_outputs, o.labels)
         if parity.ok:
             self.to_time[variant.name] = (variant, run)
         return parity
@@ -328,13 +282,18 @@ class Conversion:
         except Exception as exc:
             variant.notes.append(f"onnxruntime offline passes skipped: {exc}")
         parity = self.judge(
-            variant, candidate, _runs(candidate, self.source, self.threads), feed, want, True
+            variant,
+            candidate,
+            variants.session(candidate, self.source, self.threads),
+            feed,
+            want,
+            True,
         )
         if not parity.ok and candidate is not model:  # an optimisation broke it: use the export
             variant.notes.append("the optimised graph differs; kept the graph as exported")
             candidate = model
             parity = self.judge(
-                variant, model, _runs(model, self.source, self.threads), feed, want, True
+                variant, model, variants.session(model, self.source, self.threads), feed, want, True
             )
         if not parity.ok:
             raise ParityError(
@@ -360,90 +319,20 @@ class Conversion:
         t = time.perf_counter()
         backend = "openvino" if name == "openvino" else "onnxruntime"
         variant = VariantReport(name, f"{self.out.name}-{name}", backend, requested)
-        why_not = self._not_applicable(name, fp32)
+        why_not = variants.not_applicable(name, fp32, bool(self.options.calibration))
         if why_not:
             variant.reason = why_not
             return variant, None
         try:
-            model, run = self._build(name, fp32)
+            model, run = variants.build(
+                name, fp32, self.options.calibration or {}, self.threads, self.source
+            )
         except ConversionError as exc:
             variant.reason = exc.problem
             return variant, None
-        self.judge(variant, model, run, feed, want, exact=name == "openvino")
+        self.judge(variant, model, run, feed, want, exact=name in variants.EXACT)
         variant.seconds = time.perf_counter() - t
         return variant, model
-
-    def _not_applicable(self, name: str, model: onnx.ModelProto) -> str:
-        ml_only = not _has_ops(model, ("MatMul", "Gemm", "Conv", "ConvTranspose"))
-        if name in ("fp16", "int8-dynamic", "int8-static") and ml_only:
-            return "no MatMul, Gemm or Conv to convert (a tree or classical model)"
-        if name == "int8-dynamic" and not _has_ops(model, quantize.DYNAMIC_OPS):
-            return "no MatMul or Gemm: dynamic int8 would quantise nothing"
-        if name == "int8-static" and not self.options.calibration:
-            return "needs calibration data: --calibrate DATA.npz"
-        if name in PROVIDERS:
-            import onnxruntime as ort
-
-            if PROVIDERS[name][0] not in ort.get_available_providers():
-                return f"this ONNX Runtime has no {PROVIDERS[name][0]} (no GPU build or no GPU)"
-        if name == "openvino":
-            try:
-                import openvino  # noqa: F401
-            except ImportError:
-                return "openvino is not installed: pip install openvino"
-            if any(node.domain == "ai.onnx.ml" for node in model.graph.node):
-                return "OpenVINO does not run ai.onnx.ml operators (trees, classical models)"
-        return ""
-
-    def _build(self, name: str, fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, Run]:
-        try:
-            if name == "openvino":
-                return fp32, openvino_session(fp32, self.threads)
-            if name in PROVIDERS:
-                return fp32, ort_session(fp32, self.threads, PROVIDERS[name])
-            if name == "fp16":
-                model = optimize.to_fp16(fp32)
-            elif name == "int8-dynamic":
-                model = quantize.int8_dynamic(fp32)
-            elif name == "int8-static":
-                model = quantize.int8_static(fp32, self.options.calibration or {})
-            else:  # pragma: no cover - names are checked by ConvertOptions users
-                raise ConversionError(name, f"unknown variant; expected one of {VARIANTS}")
-        except ConversionError:
-            raise
-        except Exception as exc:
-            raise ConversionError(name, f"could not be built: {first_line(exc)}") from None
-        return model, _runs(model, self.source, self.threads)
-
-    def verdict(self, variant: VariantReport) -> None:
-        """Keep or drop a named variant, once it is compared and timed."""
-        parity = variant.parity
-        if parity is None:  # never built: the reason is already there
-            return
-        if not parity.ok:
-            variant.reason = "out of tolerance: " + "; ".join(parity.failures)
-            if variant.name == "int8-static":
-                variant.reason += (
-                    " (static int8 of every operator often breaks transformers: try int8-dynamic)"
-                )
-            return
-        best = statistics.geometric_mean(variant.speedup.values()) if variant.speedup else None
-        speed = " / ".join(
-            f"{variant.speedup[b]:.2f}x at batch {b}" for b in sorted(variant.speedup)
-        )
-        if best is None:
-            variant.kept = variant.requested or not self.options.measure
-            variant.reason = "within tolerance (not timed)"
-        elif variant.requested:
-            variant.kept = True
-            variant.reason = f"within tolerance; {speed}"
-            if best < 1.0:
-                variant.reason += " - slower than fp32 on this machine"
-        elif best >= MIN_SPEEDUP:  # faster on average over the batch sizes timed
-            variant.kept = True
-            variant.reason = f"faster here and within tolerance: {speed}"
-        else:
-            variant.reason = f"not faster than fp32 on this machine: {speed}"
 
     def pruned(self, p: Pruned) -> tuple[VariantReport, onnx.ModelProto | None]:
         """A pruned export: matched against the pruned original, timed against fp32."""
@@ -461,7 +350,12 @@ class Conversion:
         if note:
             variant.notes.append(note)
         parity = self.judge(
-            variant, model, _runs(model, self.source, self.threads), feed, want, exact=True
+            variant,
+            model,
+            variants.session(model, self.source, self.threads),
+            feed,
+            want,
+            exact=True,
         )
         if parity.ok:
             variant.kept = True
@@ -475,34 +369,12 @@ class Conversion:
 
     def write(self, variant: VariantReport, model: onnx.ModelProto) -> None:
         """Place a kept variant in the repository as its own model, with its config."""
-        providers = PROVIDERS.get(variant.name, ())
+        providers = variants.PROVIDERS.get(variant.name, ())
         config = _config(
             variant.model, model, variant.backend, self.options.max_batch_size, providers
         )
         path = write_model(self.out.parent, config, self.options.version, model.SerializeToString())
         variant.written = str(path)
-
-
-def versions(framework: str) -> dict[str, str]:
-    """Versions of what made the conversion: ONNX, ONNX Runtime and the source framework."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {
-        "pytorch": "torch",
-        "tensorflow": "tensorflow-cpu",
-        "sklearn": "scikit-learn",
-        "xgboost": "xgboost-cpu",
-        "lightgbm": "lightgbm",
-    }
-    found: dict[str, str] = {}
-    for name in ("onnx", "onnxruntime", "onnxslim", "openvino", packages.get(framework, "")):
-        if not name:
-            continue
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def convert_exported(
@@ -523,10 +395,11 @@ def convert_exported(
     import json
 
     options = options or ConvertOptions()
-    unknown = [v for v in options.variants if v not in VARIANTS]
+    unknown = [v for v in options.variants if v not in variants.VARIANTS]
     if unknown:
+        expected = ", ".join(variants.VARIANTS)
         raise ConversionError(
-            "--variants", f"unknown variant(s) {', '.join(unknown)}; expected {', '.join(VARIANTS)}"
+            "--variants", f"unknown variant(s) {', '.join(unknown)}; expected {expected}"
         )
     if "int8-static" in options.variants and not options.calibration:
         raise ConversionError("int8-static", "needs calibration data: --calibrate DATA.npz")
@@ -534,7 +407,7 @@ def convert_exported(
     job = Conversion(exported, out, options, progress, source)
     names = list(options.variants)
     if options.optimize == "auto":
-        names += [v for v in VARIANTS if v not in names]
+        names += [v for v in variants.VARIANTS if v not in names]
     total = 2 + len(names) + len(pruned)
     progress("checking and running the exported graph", 0, total)
     model, feed, want = job.accept()
@@ -549,10 +422,10 @@ def convert_exported(
         built.append(job.pruned(p))
     job.time()
     for variant, _ in built[1 : 1 + len(names)]:
-        job.verdict(variant)
+        variants.verdict(variant, options.measure)
     for variant, _ in built[1 + len(names) :]:
         if variant.kept and variant.speedup:
-            variant.reason += "; " + _speed(variant)
+            variant.reason += "; " + variants.speed(variant)
     report = job.report
     report.variants = [v for v, _ in built]
     for variant, m in built:
@@ -569,6 +442,6 @@ def convert_exported(
             job.source,
             v.name,
             "; ".join(v.parity.failures) if v.parity else "",
-            options.tolerance.describe(v.name == "openvino"),
+            options.tolerance.describe(v.name in variants.EXACT),
         )
     return report

@@ -119,6 +119,28 @@ class ConversionReport:
         }
 
 
+def versions(framework: str) -> dict[str, str]:
+    """Versions of what made the conversion: ONNX, ONNX Runtime and the source framework."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {
+        "pytorch": "torch",
+        "tensorflow": "tensorflow-cpu",
+        "sklearn": "scikit-learn",
+        "xgboost": "xgboost-cpu",
+        "lightgbm": "lightgbm",
+    }
+    found: dict[str, str] = {}
+    for name in ("onnx", "onnxruntime", "onnxslim", "openvino", packages.get(framework, "")):
+        if not name:
+            continue
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def table_rows(report: ConversionReport) -> list[list[str]]:
     """One row per variant: name, model, size, parity, p50 at batch 1 and 32, speedup, verdict."""
     rows = []
