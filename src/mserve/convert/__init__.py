@@ -110,8 +110,13 @@ def _pruned(
     notes = list(result.notes)
     if tuning is not None:
         feeds, labels = tuning
-        tuned = pruning.finetune(result.module, feeds[names[0]], labels, seconds=seconds)
+        with pruning.masks_kept(result.module):  # fine-tuning must not regrow pruned weights
+            tuned = pruning.finetune(result.module, feeds[names[0]], labels, seconds=seconds)
         notes.append(f"fine-tuned for {tuned.seconds:.1f} s ({tuned.steps} steps)")
+    if kind == "unstructured":
+        sparsity = pruning.sparsity(result.module)
+    else:  # the pruned model is dense and smaller: its sparsity is the share removed
+        sparsity = 1.0 - result.params_after / result.params_before
     out_names = [o.name for o in exported.model.graph.output]
     again = pytorch_to_onnx(
         result.module,
@@ -121,7 +126,7 @@ def _pruned(
         class_outputs=exported.class_outputs,
     )
     name = f"pruned-{kind}-{round(amount * 100)}"
-    return Pruned(name, again, result.sparsity, result.params_after, tuple(notes))
+    return Pruned(name, again, sparsity, result.params_after, tuple(notes))
 
 
 __all__ = [

@@ -6,10 +6,11 @@ import it only when a PyTorch model is pruned.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -433,6 +434,27 @@ def _layer(model: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
 def _count(module: nn.Module) -> int:
     """The number of parameters."""
     return sum(p.numel() for p in module.parameters())
+
+
+def sparsity(module: nn.Module) -> float:
+    """The share of zero weights among the Linear and Conv weights."""
+    weights = [layer.weight.detach() for layer in _prunable(module).values()]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / total if total else 0.0
+
+
+@contextlib.contextmanager
+def masks_kept(module: nn.Module) -> Iterator[None]:
+    """Within the block, the weights that are zero now stay zero while the module trains (each
+    layer's zeros become a pruning mask); on leaving, the masks are made permanent again."""
+    layers = [layer for layer in _prunable(module).values() if bool((layer.weight == 0).any())]
+    for layer in layers:
+        prune.custom_from_mask(layer, "weight", mask=(layer.weight != 0).to(layer.weight.dtype))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            prune.remove(layer, "weight")
 
 
 def _result(

@@ -257,6 +257,9 @@ def _export(
         try:
             with _quiet():
                 onnx_model = export(model, args, in_names, out_names, axes, opset)
+            # an exporter can write a graph ONNX rejects (an output named like a value it
+            # named itself): that is a failure of this exporter, and the next one gets its turn
+            onnx.checker.check_model(onnx_model)
         except Exception as exc:
             if i + 1 == len(order):
                 raise ConversionError(name, f"the {kind} exporter failed: {brief(exc)}") from exc

@@ -38,7 +38,9 @@ def int8_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
             op_types_to_quantize=list(DYNAMIC_OPS),
             per_channel=True,
             weight_type=QuantType.QInt8,
-            extra_options={"MatMulConstBOnly": True},
+            # DefaultTensorType: a type for values shape inference cannot follow (the fused
+            # operators of ONNX Runtime's transformer optimiser)
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         return onnx.load(str(out))
 

@@ -23,8 +23,10 @@ from mserve.convert.prune import (
     PruneResult,
     accuracy,
     finetune,
+    masks_kept,
     prune_channels,
     prune_unstructured,
+    sparsity,
 )
 from mserve.convert.pytorch import pytorch_to_onnx
 from mserve.errors import ConversionError
@@ -244,3 +246,19 @@ def test_finetune_regresses_with_mse() -> None:
     assert done.loss == "mse"
     assert done.final_loss < start / 10
     assert set(done.to_dict()) == {"loss", "seconds", "steps", "epochs", "final_loss"}
+
+
+def test_finetuning_inside_masks_kept_leaves_pruned_weights_zero() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    result = prune_unstructured(net, 0.5)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    with masks_kept(result.module):
+        finetune(result.module, x, y, seconds=5.0, max_steps=50)
+    assert sparsity(result.module) == pytest.approx(0.5, abs=0.01)
+    # the masks are gone again: plain parameters, as export expects
+    assert not any(name.endswith("_orig") for name, _ in result.module.named_parameters())
+    finetune(result.module, x, y, seconds=5.0, max_steps=50)  # without the masks they regrow
+    assert sparsity(result.module) < 0.1
