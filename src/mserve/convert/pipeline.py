@@ -31,7 +31,7 @@ from mserve.convert.signature import (
     graph_outputs,
     resize_batch,
 )
-from mserve.convert.timing import Run, interleaved, usable_cores
+from mserve.convert.timing import Run, interleaved, paired_speedup, usable_cores
 from mserve.errors import ConversionError, ParityError
 from mserve.repository import valid_model_name, write_model
 
@@ -254,11 +254,11 @@ class Conversion:
             )
 
         latencies = interleaved(runs, self.timed, progress=tick)
-        base = {m.batch: m.p50_ms for m in latencies.get("fp32", [])}
+        base = {m.batch: m for m in latencies.get("fp32", [])}
         for name, (variant, _) in self.to_time.items():
             variant.latency = sorted(latencies[name], key=lambda m: m.batch)
             variant.speedup = {
-                m.batch: base[m.batch] / m.p50_ms
+                m.batch: paired_speedup(base[m.batch], m)
                 for m in variant.latency
                 if m.batch in base and m.p50_ms > 0
             }

@@ -79,6 +79,7 @@ class Latency:
     p50_ms: float
     p90_ms: float
     runs: int
+    rounds: tuple[float, ...] = ()  # each round's median, in round order (interleaved timing)
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -121,20 +122,24 @@ def interleaved(
     runs: Mapping[str, Run],
     feeds: Mapping[int, Mapping[str, np.ndarray]],
     *,
-    rounds: int = 5,
+    rounds: int = 7,
     seconds_per_round: float = 0.1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[Latency]]:
     """Time several models against each other: in each round every model runs at every batch
-    size in turn, so a change in the machine's load touches all of them alike. A model's figure
-    is the median over the rounds of each round's median."""
+    size in turn, so a change in the machine's load touches all of them alike, and the order
+    rotates from round to round, so that no model is always the first (or the one after the
+    heaviest). A model's figure is the median over the rounds of each round's median; the
+    round medians are kept for paired comparisons (:func:`paired_speedup`)."""
     for run in runs.values():  # warm every session up before any is timed
         for feed in feeds.values():
             for _ in range(3):
                 run(feed)
     per_round: dict[tuple[str, int], list[Latency]] = {}
+    names = list(runs)
     for r in range(rounds):
-        for name, run in runs.items():
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run = runs[name]
             for batch, feed in feeds.items():
                 m = measure(run, feed, min_runs=5, min_seconds=seconds_per_round, warmup=1)
                 per_round.setdefault((name, batch), []).append(m)
@@ -148,6 +153,16 @@ def interleaved(
                 statistics.median(m.p50_ms for m in ms),
                 statistics.median(m.p90_ms for m in ms),
                 sum(m.runs for m in ms),
+                tuple(m.p50_ms for m in ms),
             )
         )
     return result
+
+
+def paired_speedup(base: Latency, other: Latency) -> float:
+    """How many times faster ``other`` runs than ``base``: the median over the rounds of the
+    ratio within each round (both timed minutes apart at most, under the same load), or the
+    ratio of the medians when there are no rounds to pair."""
+    if base.rounds and len(base.rounds) == len(other.rounds):
+        return statistics.median(b / o for b, o in zip(base.rounds, other.rounds, strict=True))
+    return base.p50_ms / other.p50_ms

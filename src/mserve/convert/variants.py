@@ -28,8 +28,10 @@ PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 #: ``--optimize auto`` keeps a variant only when its speed-up, the geometric mean over the batch
-#: sizes timed, is at least this.
+#: sizes timed, is at least this ...
 MIN_SPEEDUP = 1.05
+#: ... and it is not slower than this at any batch size timed (0.95: within timing noise).
+MIN_SPEEDUP_ANY = 0.95
 
 
 def first_line(exc: BaseException) -> str:
@@ -113,7 +115,8 @@ def verdict(variant: VariantReport, measured: bool) -> None:
     """Keep or drop a named variant once it is compared and timed, with the reason in words.
 
     Asked for by name: kept when within tolerance, even if slower (the reason says so). Tried
-    by ``--optimize auto``: kept only when also at least ``MIN_SPEEDUP`` faster.
+    by ``--optimize auto``: kept only when also ``MIN_SPEEDUP`` faster on the whole and not
+    slower than ``MIN_SPEEDUP_ANY`` at any batch size.
     """
     parity = variant.parity
     if parity is None:  # never built: the reason is already there
@@ -136,8 +139,10 @@ def verdict(variant: VariantReport, measured: bool) -> None:
         variant.reason = f"within tolerance; {said}"
         if best < 1.0:
             variant.reason += " - slower than fp32 on this machine"
-    elif best >= MIN_SPEEDUP:
+    elif best >= MIN_SPEEDUP and min(variant.speedup.values()) >= MIN_SPEEDUP_ANY:
         variant.kept = True
         variant.reason = f"faster here and within tolerance: {said}"
+    elif best >= MIN_SPEEDUP:
+        variant.reason = f"slower than fp32 at one batch size on this machine: {said}"
     else:
         variant.reason = f"not faster than fp32 on this machine: {said}"
