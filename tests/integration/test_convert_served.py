@@ -86,6 +86,15 @@ def converted(tmp_path_factory: pytest.TempPathFactory, mserve_cli: Any) -> dict
             "convert", str(work / "lgbm.txt"), "--out", str(repo / "lgbm"), "--json"
         ),
     }
+    # ONNX in: the scikit-learn model's own ONNX file, checked and optimised again
+    runs["onnx"] = mserve_cli(
+        "convert",
+        str(repo / "mlp" / "1" / "model.onnx"),
+        "--out",
+        str(repo / "mlp_onnx"),
+        "--json",
+        "--no-measure",
+    )
     reports = {}
     for name, run in runs.items():
         assert run.returncode == 0, run.stderr
@@ -93,6 +102,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory, mserve_cli: Any) -> dict
     cases = {
         "mlp": Case("mlp", x_te, mlp.predict(x_te), mlp.predict_proba(x_te)),
         "mlp-int8-dynamic": Case("mlp-int8-dynamic", x_te, mlp.predict(x_te)),
+        "mlp_onnx": Case("mlp_onnx", x_te, mlp.predict(x_te), mlp.predict_proba(x_te)),
         "xgb": Case("xgb", x_te, booster.predict(x_te), booster.predict_proba(x_te)),
         "lgbm": Case("lgbm", x_te, lgbm.predict(x_te).argmax(1), lgbm.predict(x_te)),
     }
@@ -122,7 +132,7 @@ def _infer(address: str, model: str, x: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.concatenate(labels), np.concatenate(probabilities)
 
 
-@pytest.mark.parametrize("name", ["mlp", "mlp-int8-dynamic", "xgb", "lgbm"])
+@pytest.mark.parametrize("name", ["mlp", "mlp-int8-dynamic", "mlp_onnx", "xgb", "lgbm"])
 def test_converted_models_answer_like_the_originals(
     converted: dict[str, Any], converted_server: Any, name: str
 ) -> None:
@@ -157,6 +167,9 @@ def test_reports_say_what_was_made(converted: dict[str, Any]) -> None:
     config = (repo / "mlp-int8-dynamic" / "config.yaml").read_text()
     assert "max_batch_size: 64" in config
     assert "dynamic_batching:" in config
+    onnx_in = converted["reports"]["onnx"]
+    assert onnx_in["framework"] == "onnx"
+    assert "the graph as given is the reference" in onnx_in["notes"]
     for name in ("xgb", "lgbm"):
         report = converted["reports"][name]
         assert report["framework"] == ("xgboost" if name == "xgb" else "lightgbm")
@@ -215,3 +228,24 @@ def test_a_caffe_net_without_weights_is_refused(tmp_path: Path, mserve_cli: Any)
     run = mserve_cli("convert", str(proto), "--out", str(tmp_path / "m" / "n"))
     assert run.returncode == 1
     assert "a deploy.prototxt needs its weights: --weights MODEL.caffemodel" in run.stderr
+
+
+def test_an_unsupported_caffe_layer_is_named(tmp_path: Path, mserve_cli: Any) -> None:
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(
+        'name: "n"\ninput: "data"\ninput_shape { dim: 1 dim: 4 }\n'
+        'layer { name: "odd" type: "PReLU" bottom: "data" top: "out" }\n'
+    )
+    from mserve.convert.caffe import caffe_pb2
+
+    model = caffe_pb2.NetParameter(name="n")
+    model.layer.add(name="odd", type="PReLU").blobs.add(data=[0.25]).shape.dim.append(1)
+    weights = tmp_path / "n.caffemodel"
+    weights.write_bytes(model.SerializeToString())
+    run = mserve_cli(
+        "convert", str(proto), "--weights", str(weights), "--out", str(tmp_path / "m" / "n")
+    )
+    assert run.returncode == 1
+    assert "'odd'" in run.stderr
+    assert "PReLU" in run.stderr
+    assert "InnerProduct" in run.stderr  # the supported types are listed
