@@ -17,7 +17,7 @@ import pytest
 
 from mserve.config import ModelConfig, VersionPolicy
 from mserve.protocol import DATATYPES, TensorSpec
-from mserve.server.process import ServerProcess
+from mserve.server.process import ServerProcess, free_port
 
 #: every model the shared server serves, and what each is for
 IDENTITY = {dt: f"identity_{dt.lower()}" for dt in DATATYPES}  # OUTPUT = INPUT, shape [-1, 2]
@@ -34,6 +34,7 @@ VERSIONED = {  # three versions each; version v computes OUTPUT = INPUT + v
     "versions_default": None,  # no config.yaml: the latest version only
 }
 BROKEN_CONFIG = "max_batch_size: lots\n"
+SLOW_SERVER = Path(__file__).with_name("slow_server.py")
 
 
 @dataclass
@@ -171,3 +172,28 @@ def client(served: Served) -> Iterator[Any]:
     c = httpclient.InferenceServerClient(served.address)
     yield c
     c.close()
+
+
+@pytest.fixture
+def slow_server() -> Iterator[Any]:
+    """slow_server(mode, arg) -> URL of a server whose delays the test chooses."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(mode: str, arg: float = 0.0) -> str:
+        port = free_port()
+        p = subprocess.Popen(
+            [sys.executable, str(SLOW_SERVER), str(port), mode, str(arg)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(p)
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        return f"http://127.0.0.1:{port}/"
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+        if p.stdout is not None:
+            p.stdout.close()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,6 @@ from mserve.server.process import free_port
 
 pytestmark = pytest.mark.integration
 
-SLOW_SERVER = Path(__file__).with_name("slow_server.py")
 QUICK = ["--warmup", "0.5", "--window", "0.5", "-q"]
 
 
@@ -24,31 +20,6 @@ def bench_json(mserve_cli: Any, *args: str) -> dict[str, Any]:
     proc = mserve_cli("bench", *args, "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def slow_server() -> Iterator[Any]:
-    """slow_server(mode, arg) -> URL of a server whose delays the test chooses."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(mode: str, arg: float = 0.0) -> str:
-        port = free_port()
-        p = subprocess.Popen(
-            [sys.executable, str(SLOW_SERVER), str(port), mode, str(arg)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(p)
-        assert p.stdout is not None
-        assert p.stdout.readline().strip() == "ready"
-        return f"http://127.0.0.1:{port}/"
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=10)
-        if p.stdout is not None:
-            p.stdout.close()
 
 
 @pytest.mark.parametrize("protocol", ["v2-json", "v2-binary"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mserve.cli.exit_codes import FAILURE, OK, USAGE
+from mserve.errors import ConfigError
 
 EPILOG = """
 examples:
@@ -134,6 +135,27 @@ def register(sub: Any) -> None:
     out.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     out.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON here")
     out.add_argument("-q", "--quiet", action="store_true", help="no live view")
+    gate = p.add_argument_group("gates (exit status 1 when broken, for CI pipelines)")
+    gate.add_argument(
+        "--assert",
+        dest="asserts",
+        default=None,
+        metavar="BOUNDS",
+        help="bounds every step must meet, e.g. 'p99<20ms,errors==0,throughput>=500' (figures: "
+        "p50 p90 p95 p99 p99.9 max mean min in us/ms/s, throughput, errors, error_rate)",
+    )
+    gate.add_argument(
+        "--baseline",
+        default=None,
+        metavar="RUN",
+        help="a result JSON file to compare with (steps matched by load)",
+    )
+    gate.add_argument(
+        "--fail-on",
+        default=None,
+        metavar="CHANGES",
+        help="changes against --baseline that fail the run, e.g. 'p99>+10%%,throughput<-5%%'",
+    )
     p.set_defaults(run=run)
 
 
@@ -189,6 +211,7 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mserve.bench import gates
     from mserve.bench.result import Settings
     from mserve.bench.runner import benchmark
     from mserve.bench.slo import parse_slo
@@ -203,7 +226,12 @@ def run(args: argparse.Namespace) -> int:
         for name, value in (("--warmup", args.warmup), ("--window", args.window)):
             if value < 0 or (name == "--window" and value <= 0):
                 raise ValueError(f"{name} must be positive")
-    except ValueError as exc:
+        asserts = gates.parse_asserts(args.asserts) if args.asserts else []
+        fail_on = gates.parse_fail_on(args.fail_on) if args.fail_on else []
+        if bool(fail_on) != bool(args.baseline):
+            raise ValueError("--fail-on and --baseline go together")
+        baseline = _baseline(args.baseline) if args.baseline else None
+    except (ValueError, ConfigError) as exc:
         print(f"mserve bench: error: {exc}", file=sys.stderr)
         return USAGE
     settings = Settings(
@@ -231,7 +259,31 @@ def run(args: argparse.Namespace) -> int:
     if all(step["count"] == 0 for step in result["steps"]):
         print("mserve bench: every request failed", file=sys.stderr)
         return FAILURE
-    return OK
+    broken = gates.check_asserts(result, asserts)
+    if baseline is not None:
+        regressions, _, missing = gates.check_fail_on(result, baseline, fail_on)
+        broken += regressions
+        if missing:
+            print(f"mserve bench: not in the baseline: {', '.join(missing)}", file=sys.stderr)
+    for line in broken:
+        print(f"mserve bench: gate broken: {line}", file=sys.stderr)
+    return FAILURE if broken else OK
+
+
+def _baseline(ref: str) -> dict[str, Any]:
+    """The baseline run: a result JSON file."""
+    path = Path(ref)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--baseline {ref}: no such result file") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--baseline {ref}: not a result JSON file: {exc}") from None
+    from mserve.bench.result import SCHEMA
+
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"--baseline {ref}: not a benchmark result ({SCHEMA})")
+    return doc
 
 
 def _run_loop(coro: Any) -> Any:
