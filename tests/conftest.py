@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,3 +274,12 @@ def ort_run() -> Callable[[bytes, dict[str, np.ndarray]], dict[str, np.ndarray]]
         return dict(zip(names, session.run(names, feed), strict=True))
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def results_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every run the tests start is saved in a throw-away results database, never the user's."""
+    path = tmp_path_factory.mktemp("results") / "results.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MSERVE_RESULTS_DB", str(path))
+        yield path

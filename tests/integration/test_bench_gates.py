@@ -3,6 +3,7 @@ the exit status and the message a CI pipeline sees."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,33 @@ def test_gate_options_are_checked_before_the_run(mserve_cli: Any, tmp_path: Path
     )
     assert missing.returncode == 2
     assert "no such result file" in missing.stderr
+
+
+def test_saved_runs_compare_and_serve_as_baselines(
+    slow_server: Any, mserve_cli: Any, tmp_path: Path
+) -> None:
+    fast, slow = slow_server("fixed", 5.0), slow_server("fixed", 20.0)
+    db = ["--db", str(tmp_path / "runs.db")]
+    for url in (fast, fast, slow):
+        run = mserve_cli("bench", url, *LOAD, *SHORT, *db)
+        assert run.returncode == 0, run.stderr
+        assert "mserve bench: saved as run " in run.stderr
+
+    def compare(a: str, b: str, *extra: str) -> dict[str, str]:
+        out = mserve_cli("results", *db, "compare", a, b, "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        return {d["figure"]: d["verdict"] for d in json.loads(out.stdout)["deltas"]}
+
+    # two runs of the same server: within noise, with a floor that allows for the other tests
+    # running beside this one on a shared machine
+    assert compare("latest~2", "latest~1", "--min-change", "15")["throughput"] == "within noise"
+    slower = compare("latest~1", "latest")
+    assert slower["throughput"] == "worse"
+    assert slower["p50"] == "worse"
+    assert compare("latest", "latest~1")["throughput"] == "better"
+    # a saved run is a baseline too
+    gate = mserve_cli(
+        "bench", slow, *LOAD, *SHORT, *db, "--baseline", "latest~1", "--fail-on", "p50>+50%"
+    )
+    assert gate.returncode == 1
+    assert "hits p50>+50%" in gate.stderr

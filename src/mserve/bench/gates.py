@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mserve.bench.result import load_label
 from mserve.errors import ConfigError
 
 LATENCY = {"p50", "p90", "p95", "p99", "p999", "max", "mean", "min"}
@@ -102,13 +103,6 @@ def figure_of(step: Mapping[str, Any], figure: str) -> float:
     return errors / total if total else 0.0
 
 
-def describe_load(load: Mapping[str, Any]) -> str:
-    """``c=16`` or ``rate=500/s (poisson)``."""
-    if load.get("mode") == "closed":
-        return f"c={load.get('concurrency')}"
-    return f"rate={load.get('rate')}/s ({load.get('arrival', 'constant')})"
-
-
 def _shown(figure: str, value: float) -> str:
     if figure in LATENCY:
         return f"{value:.3f} ms"
@@ -125,7 +119,7 @@ def check_asserts(result: Mapping[str, Any], bounds: list[Bound]) -> list[str]:
             measured = figure_of(step, bound.figure)
             if not bound.holds(measured):
                 failures.append(
-                    f"step {i + 1} ({describe_load(step['load'])}): {bound.figure} "
+                    f"step {i + 1} ({load_label(step['load'])}): {bound.figure} "
                     f"{_shown(bound.figure, measured)} breaks {bound.text}"
                 )
     return failures
@@ -151,12 +145,12 @@ def check_fail_on(
     result: Mapping[str, Any], baseline: Mapping[str, Any], bounds: list[Bound]
 ) -> tuple[list[str], list[Change], list[str]]:
     """Failures, every change compared, and the loads the baseline lacks (not compared)."""
-    before = {describe_load(s["load"]): s for s in baseline.get("steps", [])}
+    before = {load_label(s["load"]): s for s in baseline.get("steps", [])}
     failures: list[str] = []
     changes: list[Change] = []
     missing: list[str] = []
     for step in result.get("steps", []):
-        load = describe_load(step["load"])
+        load = load_label(step["load"])
         old = before.get(load)
         if old is None:
             missing.append(load)

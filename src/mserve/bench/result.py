@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,13 @@ SCHEMA = "mserve.bench.result/1"
 MAX_GENERATOR_CPU = 0.90
 MAX_SEND_LAG_P99_US = 1000
 MIN_ACHIEVED_RATE = 0.99
+
+
+def load_label(load: Mapping[str, Any]) -> str:
+    """A step's load in a few characters: ``c=16`` (closed loop) or ``500/s poisson``."""
+    if load.get("mode") == "closed":
+        return f"c={load.get('concurrency')}"
+    return f"{load.get('rate', 0):g}/s {load.get('arrival', '')}".strip()
 
 
 @dataclass(frozen=True, slots=True)

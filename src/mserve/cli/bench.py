@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from mserve.cli.exit_codes import FAILURE, OK, USAGE
-from mserve.errors import ConfigError
+from mserve.errors import ConfigError, NotFound
 
 EPILOG = """
 examples:
@@ -135,6 +136,16 @@ def register(sub: Any) -> None:
     out.add_argument("--json", action="store_true", help="print the result JSON to stdout")
     out.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON here")
     out.add_argument("-q", "--quiet", action="store_true", help="no live view")
+    out.add_argument(
+        "--db",
+        metavar="LOCATION",
+        default=None,
+        help="results database to save the run in: a path or sqlite:///PATH (default: "
+        "$MSERVE_RESULTS_DB, else ~/.local/share/mserve/results.db; see 'mserve results')",
+    )
+    out.add_argument(
+        "--no-save", action="store_true", help="do not save the run in the results database"
+    )
     gate = p.add_argument_group("gates (exit status 1 when broken, for CI pipelines)")
     gate.add_argument(
         "--assert",
@@ -148,7 +159,8 @@ def register(sub: Any) -> None:
         "--baseline",
         default=None,
         metavar="RUN",
-        help="a result JSON file to compare with (steps matched by load)",
+        help="the run to compare with: a result JSON file, or a run of the results database "
+        "(an id, a unique prefix, latest, latest~N)",
     )
     gate.add_argument(
         "--fail-on",
@@ -215,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     from mserve.bench.result import Settings
     from mserve.bench.runner import benchmark
     from mserve.bench.slo import parse_slo
+    from mserve.bench.store import default_location, location_path, open_store
     from mserve.cli.bench_view import LiveView, print_summary
 
     try:
@@ -230,8 +243,11 @@ def run(args: argparse.Namespace) -> int:
         fail_on = gates.parse_fail_on(args.fail_on) if args.fail_on else []
         if bool(fail_on) != bool(args.baseline):
             raise ValueError("--fail-on and --baseline go together")
-        baseline = _baseline(args.baseline) if args.baseline else None
-    except (ValueError, ConfigError) as exc:
+        location = None
+        if not args.no_save:
+            location = location_path(args.db or default_location(os.environ, Path.home()))
+        baseline = _baseline(args.baseline, args.db) if args.baseline else None
+    except (ValueError, ConfigError, NotFound) as exc:
         print(f"mserve bench: error: {exc}", file=sys.stderr)
         return USAGE
     settings = Settings(
@@ -252,6 +268,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(doc + "\n")
+    if location is not None:
+        with open_store(location) as store:
+            run_id = store.save(result)
+        print(f"mserve bench: saved as run {run_id} in {location}", file=sys.stderr)
     if args.json:
         print(doc)
     else:
@@ -270,17 +290,21 @@ def run(args: argparse.Namespace) -> int:
     return FAILURE if broken else OK
 
 
-def _baseline(ref: str) -> dict[str, Any]:
-    """The baseline run: a result JSON file."""
+def _baseline(ref: str, db: str | None) -> dict[str, Any]:
+    """The baseline run: a result JSON file, else a run of the results database."""
+    from mserve.bench.result import SCHEMA
+    from mserve.bench.store import default_location, open_store
+
     path = Path(ref)
+    if not path.is_file() and (path.suffix == ".json" or "/" in ref):
+        raise ValueError(f"--baseline {ref}: no such result file")
+    if not path.is_file():
+        with open_store(db or default_location(os.environ, Path.home())) as store:
+            return store.get(ref)
     try:
         doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"--baseline {ref}: no such result file") from None
     except (OSError, ValueError) as exc:
         raise ValueError(f"--baseline {ref}: not a result JSON file: {exc}") from None
-    from mserve.bench.result import SCHEMA
-
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ValueError(f"--baseline {ref}: not a benchmark result ({SCHEMA})")
     return doc

@@ -10,13 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mserve.bench.result import load_label
 from mserve.cli.console import console
-
-
-def _load_label(load: dict[str, Any]) -> str:
-    if load["mode"] == "closed":
-        return f"c={load['concurrency']}"
-    return f"{load['rate']:g}/s {load['arrival']}"
 
 
 class LiveView:
@@ -85,7 +80,7 @@ def steps_table(steps: list[dict[str, Any]], title: str = "") -> Table:
         breakdown = f"{server['queue_ms']:.3f}/{server['compute_infer_ms']:.3f}" if server else "-"
         verdict = "[green]VALID[/]" if s["verdict"] == "VALID" else "[red]INVALID[/]"
         table.add_row(
-            _load_label(s["load"]),
+            load_label(s["load"]),
             f"{s['throughput_rps']:,.1f}",
             f"{lat['p50']:.3f}",
             f"{lat['p90']:.3f}",
@@ -104,7 +99,7 @@ def print_summary(result: dict[str, Any]) -> None:
     out = console()
     out.print(steps_table(result["steps"], title=f"mserve bench - {result['target'].get('url')}"))
     for s in result["steps"]:
-        label = _load_label(s["load"])
+        label = load_label(s["load"])
         for reason in s["reasons"]:
             out.print(f"[red]{label}: INVALID:[/] {reason}")
         server = s.get("server")
