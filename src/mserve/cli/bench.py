@@ -137,6 +137,13 @@ def register(sub: Any) -> None:
     out.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON here")
     out.add_argument("-q", "--quiet", action="store_true", help="no live view")
     out.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a report, HTML, CSV or Markdown by the suffix (see 'mserve report')",
+    )
+    out.add_argument(
         "--db",
         metavar="LOCATION",
         default=None,
@@ -224,6 +231,7 @@ def _target(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from mserve.bench import gates
+    from mserve.bench.report import PlotlyMissing, report_format, write_report
     from mserve.bench.result import Settings
     from mserve.bench.runner import benchmark
     from mserve.bench.slo import parse_slo
@@ -247,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_save:
             location = location_path(args.db or default_location(os.environ, Path.home()))
         baseline = _baseline(args.baseline, args.db) if args.baseline else None
-    except (ValueError, ConfigError, NotFound) as exc:
+        report_fmt = report_format(args.report) if args.report else None
+    except (ValueError, ConfigError, NotFound, PlotlyMissing) as exc:
         print(f"mserve bench: error: {exc}", file=sys.stderr)
         return USAGE
     settings = Settings(
@@ -268,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(doc + "\n")
+    if args.report:
+        write_report(result, args.report, report_fmt)
     if location is not None:
         with open_store(location) as store:
             run_id = store.save(result)
