@@ -15,9 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from mserve.config import ModelConfig
-from mserve.protocol import TensorSpec
-
 Step = Callable[[str], None]
 
 
@@ -36,6 +33,9 @@ class QuickstartResult:
     requests: int
     seconds: dict[str, float] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)  # the sweep's result document
+    bench_int8: dict[str, Any] = field(default_factory=dict)  # the same sweep of digits-int8
+    conversion: dict[str, Any] = field(default_factory=dict)  # mserve convert's report
+    reports: list[str] = field(default_factory=list)  # the HTML reports written
 
 
 def train_digits(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -61,23 +61,49 @@ def train_digits(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray
     return model, x_train, x_test, y_train, y_test
 
 
-def write_digits_model(repository: Path, model: Any, name: str = "digits") -> ModelConfig:
-    """Convert the fitted classifier to ONNX and place it as version 1 with its config."""
-    from mserve.convert.sklearn import sklearn_to_onnx
-    from mserve.repository import write_model
+INT8 = "digits-int8-dynamic"
 
-    onx = sklearn_to_onnx(model, n_features=64)
-    config = ModelConfig(
-        name=name,
-        inputs=(TensorSpec("input", "FP32", (-1, 64)),),
-        outputs=(
-            TensorSpec("label", "INT64", (-1,)),
-            TensorSpec("probabilities", "FP32", (-1, 10)),
-        ),
-        max_batch_size=64,
+
+def convert_digits(
+    repository: Path, model: Any, x_test: np.ndarray, y_test: np.ndarray
+) -> dict[str, Any]:
+    """``mserve convert``'s pipeline on the classifier: fp32 as ``digits`` and int8-dynamic as
+    ``digits-int8-dynamic`` when it stays within tolerance on the test images; a summary."""
+    from mserve.convert.pipeline import ConvertOptions, convert_exported
+    from mserve.convert.sklearn import sklearn_export
+    from mserve.errors import ParityError
+
+    options = ConvertOptions(
+        variants=("int8-dynamic",), eval_inputs={"input": x_test}, labels=y_test, measure=False
     )
-    write_model(repository, config, 1, onx.SerializeToString())
-    return config
+    problem = ""
+    try:
+        report = convert_exported(sklearn_export(model), repository / "digits", options)
+        variants = report.variants
+    except ParityError as exc:  # the fp32 model is written; the int8 one is not
+        problem = str(exc)
+        variants = []
+    return {
+        "kept": [v.model for v in variants if v.kept],
+        "accuracy": {v.model: v.accuracy for v in variants},
+        "parity": {v.model: v.parity.summary() for v in variants if v.parity},
+        "problem": problem,
+    }
+
+
+def write_reports(workdir: Path, results: dict[str, dict[str, Any]]) -> list[str]:
+    """One self-contained HTML report per sweep (when plotly is installed); their paths."""
+    try:
+        from mserve.bench.report import write_report
+    except ImportError:  # pragma: no cover - the quickstart extra installs plotly
+        return []
+    paths = []
+    for name, result in results.items():
+        if result:
+            path = workdir / ("report.html" if name == "digits" else f"report-{name}.html")
+            write_report(result, path, "html")
+            paths.append(str(path))
+    return paths
 
 
 def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> QuickstartResult:
@@ -96,8 +122,8 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
 
     t = time.perf_counter()
     repository = workdir / "models"
-    step(f"converting to ONNX into {repository}")
-    write_digits_model(repository, model)
+    step(f"converting to ONNX (fp32, and int8 checked against it) into {repository}")
+    conversion = convert_digits(repository, model, x_test, y_test)
     seconds["convert"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -132,9 +158,14 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
         t = time.perf_counter()
         step(f"measuring {server.url} with mserve bench (closed loop, concurrency 1, 4, 16)")
         bench = sweep(server.url)
+        int8 = INT8 in conversion.get("kept", [])
+        if int8:
+            step(f"the same sweep of {INT8}")
+        bench_int8 = sweep(server.url, model=INT8) if int8 else {}
         seconds["bench"] = time.perf_counter() - t
     finally:
         server.stop()
+    reports = write_reports(workdir, {"digits": bench, INT8: bench_int8})
     return QuickstartResult(
         repository=repository,
         model="digits",
@@ -147,11 +178,16 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
         requests=requests,
         seconds=seconds,
         bench=bench,
+        bench_int8=bench_int8,
+        conversion=conversion,
+        reports=reports,
     )
 
 
-def sweep(url: str, levels: tuple[int, ...] = (1, 4, 16), seconds: float = 2.0) -> dict[str, Any]:
-    """A short closed-loop concurrency sweep of the digits model with V2 binary tensors."""
+def sweep(
+    url: str, levels: tuple[int, ...] = (1, 4, 16), seconds: float = 2.0, model: str = "digits"
+) -> dict[str, Any]:
+    """A short closed-loop concurrency sweep of a digits model with V2 binary tensors."""
     import asyncio
 
     from mserve.bench.generator import Load
@@ -159,7 +195,7 @@ def sweep(url: str, levels: tuple[int, ...] = (1, 4, 16), seconds: float = 2.0) 
     from mserve.bench.runner import benchmark
     from mserve.bench.targets import make_target
 
-    target = make_target("v2-binary", url, model="digits")
+    target = make_target("v2-binary", url, model=model)
     settings = Settings(warmup_s=0.5, window_s=1.0, duration_s=seconds)
     loads = [Load("closed", concurrency=c) for c in levels]
     return asyncio.run(benchmark(target, loads, settings, command=["quickstart"]))

@@ -63,6 +63,21 @@ def test_quickstart_json(tmp_path: Path, mserve_cli: Any) -> None:
     sweep = doc["bench"]["steps"]
     assert [s["load"]["concurrency"] for s in sweep] == [1, 4, 16]
     assert all(s["error_count"] == 0 and s["count"] > 0 for s in sweep)
+    # int8 made by mserve convert's pipeline, checked on the test images, measured the same way
+    assert doc["conversion"]["kept"] == ["digits", "digits-int8-dynamic"]
+    assert doc["conversion"]["accuracy"]["digits"] == doc["accuracy_in_process"]
+    assert doc["conversion"]["accuracy"]["digits-int8-dynamic"] > 0.9
+    assert (tmp_path / "models" / "digits-int8-dynamic" / "1" / "model.onnx").is_file()
+    int8_sweep = doc["bench_int8"]["steps"]
+    assert [s["load"]["concurrency"] for s in int8_sweep] == [1, 4, 16]
+    assert all(s["error_count"] == 0 and s["count"] > 0 for s in int8_sweep)
+    assert doc["reports"] == [
+        str(tmp_path / "report.html"),
+        str(tmp_path / "report-digits-int8-dynamic.html"),
+    ]
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="plot-throughput-latency"' in page
+    assert doc["bench"]["id"] in page  # the page renders this run
 
 
 def test_serve_on_a_port_in_use_says_so(tmp_path: Path, mserve_cli: Any) -> None:

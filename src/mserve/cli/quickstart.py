@@ -17,11 +17,13 @@ def register(sub: Any) -> None:
         "quickstart",
         help="train a digits model, serve it, call it over V2, and report",
         description=(
-            "Train a small MLP on scikit-learn's bundled digits images, convert it to ONNX into a "
-            "fresh model repository, start 'mserve serve' on a free port, send the test split "
-            "through it with tritonclient (JSON and binary tensors), print the accuracy "
-            "measured through the server next to the model's own, measure the server with a "
-            "short 'mserve bench' concurrency sweep, and show how to call it."
+            "Train a small MLP on scikit-learn's bundled digits images, convert it with "
+            "'mserve convert''s pipeline into a fresh model repository (fp32, and int8 checked "
+            "against it on the test images), start 'mserve serve' on a free port, send the test "
+            "split through it with tritonclient (JSON and binary tensors), print the accuracy "
+            "measured through the server next to the model's own, measure both models with a "
+            "short 'mserve bench' concurrency sweep, write an HTML report of each sweep, and "
+            "show how to call it."
         ),
     )
     p.add_argument(
@@ -72,6 +74,17 @@ def run(args: argparse.Namespace) -> int:
         from mserve.cli.bench_view import steps_table
 
         console.print(steps_table(result.bench["steps"], title="mserve bench: digits, V2 binary"))
+    if result.bench_int8:
+        console.print(
+            steps_table(result.bench_int8["steps"], title=f"mserve bench: {quickstart.INT8}")
+        )
+    for model, accuracy in result.conversion.get("accuracy", {}).items():
+        parity = result.conversion.get("parity", {}).get(model, "")
+        console.print(f"converted {model}: test accuracy {accuracy:.4f} ({parity})")
+    if result.conversion.get("problem"):
+        console.print(f"[yellow]int8 not kept: {result.conversion['problem']}[/]")
+    for path in result.reports:
+        console.print(f"report: {path}")
     console.print(f"model repository: {result.repository}\n")
     console.print(
         quickstart.how_to_call(result.repository), markup=False, highlight=False, soft_wrap=True
