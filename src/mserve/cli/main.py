@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from mserve import __version__
-from mserve.cli import bench, convert, quickstart, repo, report, results, serve
+from mserve.cli import bench, convert, quickstart, repo, report, results, serve, tune
 from mserve.cli.exit_codes import INTERRUPTED, exit_code_of
 from mserve.errors import MserveError
 
-COMMANDS = (convert, serve, repo, bench, results, report, quickstart)
+COMMANDS = (convert, serve, repo, bench, results, report, tune, quickstart)
 
 
 def parser() -> argparse.ArgumentParser:
