@@ -102,21 +102,6 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         sys.modules.pop(NETS, None)
 
 
-@pytest.fixture(scope="module")
-def digits() -> Digits:
-    """scikit-learn's digits as [n, 1, 8, 8] float32 images in [0, 1]: train and test splits."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[:, None]
-    y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.25, random_state=0, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
-
-
 def _train(model: nn.Module, digits: Digits) -> nn.Module:
     torch.manual_seed(0)
     finetune(model, digits[0], digits[1], seconds=60.0, max_steps=100, lr=3e-3)

@@ -81,21 +81,6 @@ class Branchy(nn.Module):
         return self.fc(x) if x.sum() > 0 else -self.fc(x)
 
 
-@pytest.fixture(scope="module")
-def digits() -> Digits:
-    """scikit-learn's digits as [n, 1, 8, 8] float32 images in [0, 1]: train and test splits."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[:, None]
-    y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.25, random_state=0, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     """One torch thread: steady step times on a shared machine, and no oversubscription."""
