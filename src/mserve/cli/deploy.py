@@ -1,0 +1,112 @@
+"""``mserve deploy TARGET ...``: write the files that deploy and operate mserve (the work is
+:mod:`mserve.deploy`; this is its skin). One sub-command per target: ``monitoring`` for now."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mserve.cli.exit_codes import FAILURE, OK, USAGE
+
+MONITORING_EPILOG = """\
+files written into OUT (created if missing, replaced if present):
+  grafana-dashboard.json  a Grafana dashboard; import it and pick the Prometheus data source
+  mserve-alerts.yaml      Prometheus alert rules (check with: promtool check rules FILE)
+  prometheus.yml          a minimal Prometheus config scraping --target, loading the rules
+
+examples:
+  mserve deploy monitoring ops/
+  mserve deploy monitoring ops/ --p99-ms 50 --error-ratio 0.001 --target 10.0.0.5:8000
+  prometheus --config.file=ops/prometheus.yml
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "deploy",
+        help="write deployment and operations files (monitoring)",
+        description="Write the files that deploy and operate mserve; nothing is run or applied.",
+    )
+    targets = p.add_subparsers(dest="deploy_target", metavar="TARGET", required=True)
+    _register_monitoring(targets)
+
+
+def _register_monitoring(targets: Any) -> None:
+    from mserve.deploy.monitoring import AlertThresholds
+
+    default = AlertThresholds()
+    p = targets.add_parser(
+        "monitoring",
+        help="a Grafana dashboard, Prometheus alert rules and a scrape config",
+        description=(
+            "Write a Grafana dashboard, Prometheus alert rules and a minimal prometheus.yml over "
+            "the metrics of 'mserve serve' (GET /metrics; see docs/monitoring.md)."
+        ),
+        epilog=MONITORING_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="directory to write the files into")
+    p.add_argument(
+        "--p99-ms",
+        type=float,
+        default=default.p99_seconds * 1000,
+        metavar="MS",
+        help="MserveHighP99Latency: p99 end-to-end latency above MS ms (default %(default)g)",
+    )
+    p.add_argument(
+        "--error-ratio",
+        type=float,
+        default=default.error_ratio,
+        metavar="R",
+        help="MserveHighErrorRatio: server-side failures above this share (default %(default)g)",
+    )
+    p.add_argument(
+        "--queue-fraction",
+        type=float,
+        default=default.queue_fraction,
+        metavar="F",
+        help="MserveQueueNearFull: queue depth / capacity above F (default %(default)g)",
+    )
+    p.add_argument(
+        "--drift-psi",
+        type=float,
+        default=default.drift_psi,
+        metavar="PSI",
+        help="MserveInputDrift: an input's PSI above this (default %(default)g)",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="HOST:PORT",
+        help="a server for prometheus.yml to scrape; repeatable (default 127.0.0.1:8000)",
+    )
+    p.add_argument("--json", action="store_true", help='print {"files": [...]} to stdout')
+    p.set_defaults(run=run_monitoring)
+
+
+def run_monitoring(args: argparse.Namespace) -> int:
+    from mserve.deploy.monitoring import AlertThresholds, write_monitoring_assets
+
+    try:
+        thresholds = AlertThresholds(
+            p99_seconds=args.p99_ms / 1000,
+            error_ratio=args.error_ratio,
+            queue_fraction=args.queue_fraction,
+            drift_psi=args.drift_psi,
+        )
+        paths = write_monitoring_assets(args.out, thresholds, args.target)
+    except ValueError as exc:
+        print(f"mserve deploy monitoring: error: {exc}", file=sys.stderr)
+        return USAGE
+    except OSError as exc:
+        print(f"mserve deploy monitoring: error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return FAILURE
+    if args.json:
+        print(json.dumps({"files": [str(path) for path in paths]}))
+    else:
+        for path in paths:
+            print(f"wrote {path}", file=sys.stderr)
+    return OK
