@@ -1,0 +1,75 @@
+"""Fetching ``/metrics`` over HTTP: the only I/O of the monitor.
+
+A scraper is any callable that returns a :class:`Snapshot`; :class:`HttpScraper` is the real one
+and a test passes a function over fixed texts instead.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from mserve.errors import NotFound, Unavailable
+from mserve.monitor.snapshot import Snapshot, UnrecognisedMetrics, parse
+
+Scraper = Callable[[], Snapshot]
+
+#: a response larger than this is not a metrics page of a server we know
+MAX_BYTES = 64 * 1024 * 1024
+
+
+def metrics_url(url: str) -> str:
+    """The metrics URL for ``url``: a base URL gets ``/metrics``, a ``.../metrics`` URL is kept,
+    a bare ``host:port`` means http. ValueError for another scheme or no host."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme '{parts.scheme}' in {url}; expected http")
+    if not parts.hostname:
+        raise ValueError(f"no host in URL {url}; expected e.g. http://127.0.0.1:8000")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/metrics"):
+        path += "/metrics"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+class HttpScraper:
+    """GET ``url`` (a metrics URL) and parse it, each call within ``timeout`` seconds.
+
+    Raises Unavailable when nothing answers (no connection, a time-out) and NotFound when
+    something answers without mserve's or Triton's metrics (another status, other text).
+    """
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def __call__(self) -> Snapshot:
+        request = urllib.request.Request(self.url, headers={"Accept": "text/plain"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read(MAX_BYTES)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise NotFound(
+                f"{self.url} answered HTTP {exc.code} {exc.reason}; expected Prometheus metrics"
+                f"{_hint(self.url)}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise Unavailable(f"cannot reach {self.url}: {reason}") from None
+        taken = time.monotonic()
+        try:
+            return parse(body.decode("utf-8", errors="replace"), taken)
+        except UnrecognisedMetrics as exc:
+            raise NotFound(f"{self.url} answered, but with {exc}{_hint(self.url)}") from None
+
+
+def _hint(url: str) -> str:
+    if urlsplit(url).port == 8000:
+        return " (a Triton server serves them on its metrics port, 8002 by default)"
+    return ""
