@@ -84,6 +84,16 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftConfig:
+    """Input drift monitoring (config.yaml's ``drift`` section): a reference set of inputs, as a
+    ``.npz`` file beside config.yaml with one array per input (batch dimension first), and the
+    half-life of the recent window that is compared with it."""
+
+    reference: str
+    half_life_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """A model's configuration, from its ``config.yaml`` or read from the model itself."""
 
@@ -97,6 +107,7 @@ class ModelConfig:
     dynamic_batching: DynamicBatching | None = None  # None: every request runs alone
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    drift: DriftConfig | None = None  # None: no drift statistics
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,7 @@ class ServerSettings:
     log_level: str = "warning"
     keep_alive_s: float = 75.0  # idle connections close after this
     drain_s: float = 30.0  # at shutdown, longest wait for in-flight requests
+    metrics_dir: str = ""  # with several workers: where they share their metrics (set by serve)
 
 
 _MODEL_FIELDS = {
@@ -123,7 +135,9 @@ _MODEL_FIELDS = {
     "dynamic_batching",
     "runtime",
     "version_policy",
+    "drift",
 }
+_DRIFT_FIELDS = {"reference", "half_life_s"}
 _BATCHING_FIELDS = {
     "max_queue_delay_microseconds",
     "preferred_batch_sizes",
@@ -189,7 +203,31 @@ def parse_model_config(raw: object, source: str, default_name: str) -> ModelConf
         dynamic_batching=_batching(m, source, max_batch),
         runtime=_runtime(m.get("runtime", {}), source),
         version_policy=_version_policy(m.get("version_policy", {"latest": 1}), source),
+        drift=_drift(m["drift"], source) if "drift" in m else None,
     )
+
+
+def _drift(value: object, source: str) -> DriftConfig:
+    m = _mapping(value, source, "drift")
+    _no_unknown(m, _DRIFT_FIELDS, source, "drift.")
+    reference = m.get("reference")
+    if (
+        not isinstance(reference, str)
+        or not reference.endswith(".npz")
+        or "/" in reference
+        or "\\" in reference
+        or reference.startswith(".")
+    ):
+        raise ConfigError(
+            source,
+            "drift.reference",
+            "the name of a .npz file beside config.yaml (one array per input)",
+            reference,
+        )
+    half_life = m.get("half_life_s", 60.0)
+    if isinstance(half_life, bool) or not isinstance(half_life, int | float) or half_life <= 0:
+        raise ConfigError(source, "drift.half_life_s", "a number of seconds > 0", half_life)
+    return DriftConfig(reference, float(half_life))
 
 
 def _mapping(value: object, source: str, where: str) -> Mapping[str, Any]:
@@ -389,6 +427,9 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     }
     if config.dynamic_batching is not None:
         doc["dynamic_batching"] = dynamic_batching_to_dict(config.dynamic_batching)
+    if config.drift is not None:
+        drift = config.drift
+        doc["drift"] = {"reference": drift.reference, "half_life_s": drift.half_life_s}
     return doc | {
         "inputs": [t.to_dict() for t in config.inputs],
         "outputs": [t.to_dict() for t in config.outputs],

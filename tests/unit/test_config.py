@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mserve.config import (
+    DriftConfig,
     DynamicBatching,
     ModelConfig,
     RuntimeOptions,
@@ -147,6 +148,16 @@ def test_full_config_is_read_field_by_field() -> None:
         ({"version_policy": {"latest": 0}}, "version_policy.latest", "an integer >= 1"),
         ({"version_policy": {"specific": []}}, "version_policy.specific", "a non-empty list"),
         ({"version_policy": {"specific": [0]}}, "version_policy.specific", "version numbers > 0"),
+        ({"drift": "ref.npz"}, "drift", "a mapping"),
+        ({"drift": {}}, "drift.reference", "the name of a .npz file beside config.yaml"),
+        ({"drift": {"reference": "ref.csv"}}, "drift.reference", "the name of a .npz file"),
+        ({"drift": {"reference": "../x.npz"}}, "drift.reference", "the name of a .npz file"),
+        ({"drift": {"reference": "r.npz", "bins": 5}}, "drift.bins", "one of the known fields"),
+        (
+            {"drift": {"reference": "r.npz", "half_life_s": 0}},
+            "drift.half_life_s",
+            "a number of seconds > 0",
+        ),
     ],
 )
 def test_each_error_names_file_field_and_expectation(
@@ -274,3 +285,12 @@ def test_written_config_reads_back_identical(tmp_path: Path) -> None:
         path = tmp_path / "config.yaml"
         write_model_config(path, config)
         assert load_model_config(path, "m") == config
+
+
+def test_drift_section_is_read_and_written_back(tmp_path: Path) -> None:
+    config = parse({"drift": {"reference": "reference.npz", "half_life_s": 30}})
+    assert config.drift == DriftConfig("reference.npz", 30.0)
+    assert parse({"drift": {"reference": "r.npz"}}).drift == DriftConfig("r.npz", 60.0)
+    path = tmp_path / "config.yaml"
+    write_model_config(path, config)
+    assert load_model_config(path, "m").drift == config.drift

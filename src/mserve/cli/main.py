@@ -7,11 +7,22 @@ import sys
 from collections.abc import Sequence
 
 from mserve import __version__
-from mserve.cli import bench, convert, quickstart, repo, report, results, serve, tune
+from mserve.cli import (
+    bench,
+    convert,
+    deploy,
+    monitor,
+    quickstart,
+    repo,
+    report,
+    results,
+    serve,
+    tune,
+)
 from mserve.cli.exit_codes import INTERRUPTED, exit_code_of
 from mserve.errors import MserveError
 
-COMMANDS = (convert, serve, repo, bench, results, report, tune, quickstart)
+COMMANDS = (convert, serve, repo, bench, results, report, tune, deploy, monitor, quickstart)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,32 +2,38 @@
 
 ``serve`` binds the listening socket once; with ``workers > 1`` it starts that many processes
 (spawned, so no ONNX Runtime state crosses a fork) that share the socket, and restarts a worker
-that dies. Each worker loads the models itself.
+that dies. Each worker loads the models itself, records its own metrics and publishes them to a
+private directory, so that any worker can answer ``/metrics`` for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mserve.config import ServerSettings
 from mserve.errors import Unavailable
 from mserve.repository import Repository
+from mserve.server.dashboard import History
 from mserve.server.dataplane import DataPlane
 from mserve.server.http.app import HttpApp
 from mserve.server.http.protocol import Connections, HttpServerProtocol
 from mserve.server.load import InFlight
+from mserve.server.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Exchange, ServerMetrics
 from mserve.server.models import ModelManager, RuntimeFactory, default_runtime_factory
 
 log = logging.getLogger("mserve.server")
@@ -42,6 +48,7 @@ class Server:
     dataplane: DataPlane
     http: HttpApp
     in_flight: InFlight  # counted by the transports, read by the models
+    history: History  # the dashboard's last minutes
 
 
 def build(
@@ -51,12 +58,40 @@ def build(
 ) -> Server:
     """Load every model of the repository and wire the transports to one data plane."""
     in_flight = InFlight()
-    models = ModelManager(Repository(repository), runtime_factory, in_flight)
+    metrics = ServerMetrics()
+    models = ModelManager(Repository(repository), runtime_factory, in_flight, metrics)
+    metrics.registry.on_collect(models.collect_metrics)
+    metrics.registry.on_collect(lambda: metrics.in_flight.set(in_flight.count))
+    exchange = Exchange(Path(settings.metrics_dir)) if settings.metrics_dir else None
     models.load_all()
-    dataplane = DataPlane(models)
+    dataplane = DataPlane(models, exchange=exchange)
     dataplane.set_ready(True)
-    http = HttpApp(dataplane, max_body_bytes=settings.max_body_bytes)
-    return Server(dataplane, http, in_flight)
+    history = History(LATENCY_BUCKETS, BATCH_BUCKETS)
+    http = HttpApp(
+        dataplane,
+        max_body_bytes=settings.max_body_bytes,
+        history=history,
+        workers=settings.workers,
+    )
+    return Server(dataplane, http, in_flight, history)
+
+
+async def _sample_metrics(server: Server, stop: asyncio.Event) -> None:
+    """Twice a second publish this worker's metrics for the others; once a second add a point
+    to the dashboard's history."""
+    dp = server.dataplane
+    tick = 0
+    while not stop.is_set():
+        try:
+            if dp.exchange is not None:
+                dp.publish_metrics()
+            if tick % 2 == 0:
+                server.history.add(dp.metrics_snapshot(), time.time())
+        except Exception:  # a full disk must not stop the server
+            log.exception("cannot sample the metrics")
+        tick += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -123,6 +158,7 @@ async def _serve_async(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    sampler = loop.create_task(_sample_metrics(server, stop))
     if announce is not None:
         ready = sorted({r.name for r in server.dataplane.repository_index(ready_only=True)})
         announce(
@@ -137,6 +173,7 @@ async def _serve_async(
     server.dataplane.set_ready(False)
     listener.close()
     await connections.drain(settings.drain_s)
+    await sampler
 
 
 def _run_loop(coro: Any) -> None:
@@ -170,6 +207,8 @@ def _supervise(
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    metrics_dir = tempfile.mkdtemp(prefix="mserve-metrics-")
+    settings = replace(settings, metrics_dir=metrics_dir)
 
     def start(first: bool) -> Any:
         p = ctx.Process(
@@ -204,3 +243,4 @@ def _supervise(
             if p.is_alive():
                 p.kill()
         sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

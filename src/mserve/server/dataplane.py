@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mserve import __version__
-from mserve.errors import InvalidRequest
+from mserve.errors import InvalidRequest, MserveError
 from mserve.protocol import (
     InferRequest,
     InferResponse,
@@ -17,6 +17,7 @@ from mserve.protocol import (
     RepositoryEntry,
     ServerMetadata,
 )
+from mserve.server.metrics import Exchange, merge, outcome_of, pid_alive, render
 from mserve.server.models import ModelManager, ModelVersion
 
 EXTENSIONS = (
@@ -32,8 +33,12 @@ _TRITON_TYPES = {"BYTES": "TYPE_STRING"}
 class DataPlane:
     """The server's behaviour, independent of any wire format."""
 
-    def __init__(self, models: ModelManager, name: str = "mserve") -> None:
+    def __init__(
+        self, models: ModelManager, name: str = "mserve", exchange: Exchange | None = None
+    ) -> None:
         self.models = models
+        self.metrics = models.metrics
+        self.exchange = exchange  # where the other workers publish their metrics, if any
         self.name = name
         self._ready = False
         self._live = True
@@ -124,6 +129,44 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.models.unload_async(name)
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def record_request(
+        self,
+        protocol: str,
+        model: str,
+        version: str | None,
+        error: BaseException | None,
+        seconds: float,
+    ) -> None:
+        """Count one inference request of a transport; ``version`` is the one that served it,
+        or the one asked for when it failed. Names nobody loaded are counted as model "" so that
+        clients cannot create series at will."""
+        outcome = outcome_of(error)
+        if outcome != "success":
+            try:
+                version = self.models.get(model, version).version
+            except MserveError:
+                version = ""
+                if outcome == "not_found" and model not in self.models.names():
+                    model = ""
+        self.metrics.request(model, version or "", protocol, outcome, seconds)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """All workers' metrics, summed (this worker's live, the others' as last published)."""
+        own = self.metrics.registry.snapshot()
+        others = self.exchange.others() if self.exchange is not None else []
+        return merge([own, *others], pid_alive)
+
+    def publish_metrics(self) -> None:
+        """Write this worker's metrics where the other workers read them."""
+        if self.exchange is not None:
+            self.exchange.publish(self.metrics.registry.snapshot())
+
+    def metrics_text(self) -> bytes:
+        """``/metrics``: Prometheus' text format."""
+        return render(self.metrics_snapshot())
 
     def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         return {"model_stats": [mv.stats.to_dict() for mv in self.models.versions(name, version)]}

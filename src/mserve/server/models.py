@@ -28,7 +28,9 @@ from mserve.errors import (
     MserveError,
     RepositoryError,
 )
+from mserve.monitor.drift import DriftMonitor, InputReference
 from mserve.protocol import (
+    DATATYPES,
     InferRequest,
     InferResponse,
     ModelMetadata,
@@ -43,6 +45,7 @@ from mserve.server.batching.batcher import Batcher
 from mserve.server.batching.policy import BatchPolicy
 from mserve.server.instances import InstancePool
 from mserve.server.load import InFlight
+from mserve.server.metrics import ModelMetrics, ServerMetrics
 from mserve.server.statistics import ModelStats
 
 log = logging.getLogger("mserve.models")
@@ -152,7 +155,60 @@ def reconcile(config: ModelConfig | None, runtime: Runtime, name: str, source: s
         dynamic_batching=config.dynamic_batching,
         runtime=config.runtime,
         version_policy=config.version_policy,
+        drift=config.drift,
     )
+
+
+_NUMERIC = frozenset(DATATYPES) - {"BYTES"}
+
+
+def load_drift_reference(model_dir: Path, config: ModelConfig) -> DriftMonitor:
+    """The drift monitor of a model from the reference file its config names.
+
+    The file holds one array per input: examples along the first dimension, each shaped as one
+    row of the input (batched models) or as the whole input (unbatched ones).
+    """
+    assert config.drift is not None
+    path = model_dir / config.drift.reference
+    where = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise RepositoryError(
+            where, "drift.reference names this file but it does not exist"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise RepositoryError(
+            where, f"not a readable .npz file of arrays (numpy.savez): {exc}"
+        ) from None
+    references: dict[str, InputReference] = {}
+    for spec in config.inputs:
+        if spec.datatype not in _NUMERIC:
+            continue  # drift of text or bytes is not measured
+        values = arrays.get(spec.name)
+        if values is None:
+            raise RepositoryError(
+                where,
+                f"no array for input '{spec.name}'; the file has {', '.join(arrays) or 'none'}",
+            )
+        row = spec.shape[1:] if config.max_batch_size > 0 else spec.shape
+        got = values.shape[1:]
+        if (
+            values.ndim < 1
+            or len(got) != len(row)
+            or any(d >= 0 and d != g for d, g in zip(row, got, strict=True))
+        ):
+            raise RepositoryError(
+                where,
+                f"array '{spec.name}' has shape {list(values.shape)}; expected examples along "
+                f"the first dimension, each of shape {list(row)}",
+            )
+        try:
+            references[spec.name] = InputReference.of(spec.name, values)
+        except (ValueError, TypeError) as exc:
+            raise RepositoryError(where, str(exc)) from None
+    return DriftMonitor(references, config.drift.half_life_s)
 
 
 class ModelVersion:
@@ -164,6 +220,7 @@ class ModelVersion:
         version: int,
         runtimes: list[Runtime],
         in_flight: InFlight | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.in_flight = in_flight or InFlight()
@@ -172,6 +229,9 @@ class ModelVersion:
         self.platform = runtimes[0].platform
         self.pool = InstancePool(runtimes, f"{self.name}-v{version}")
         self.stats = ModelStats(self.name, self.version)
+        self.metrics: ModelMetrics = (metrics or ServerMetrics()).model(self.name, self.version)
+        self.load_seconds = 0.0  # loading and warm-up, set by the manager
+        self.drift: DriftMonitor | None = None  # set by the manager when a reference is given
         policy = BatchPolicy.from_config(config)
         self.batcher = (
             None
@@ -182,7 +242,7 @@ class ModelVersion:
                 self.name,
                 self.version,
                 self.in_flight,
-                on_execution=self.stats.record_execution,
+                on_execution=self._executed,
             )
         )
         self._inputs = {s.name: s for s in config.inputs}
@@ -190,6 +250,17 @@ class ModelVersion:
         self._output_names = [s.name for s in config.outputs]
         # a call to an instance process blocks: never on the event loop
         self.inline = config.runtime.execution == "inline" and config.instance_kind != "process"
+
+    def _executed(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self.stats.record_execution(batch_size, input_ns, infer_ns, output_ns)
+        self.metrics.execution(batch_size)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for an instance now (in the batcher's queue, or for a thread)."""
+        if self.batcher is not None:
+            return self.batcher.queued
+        return max(0, self.pool.pending - self.pool.count)
 
     def warmup(self) -> None:
         """Run on zeros so the first request does not pay for lazy initialisation; with
@@ -302,6 +373,11 @@ class ModelVersion:
         except MserveError:
             self.stats.record_failure(clock() - t0)
             raise
+        if self.drift is not None:
+            if self.config.max_batch_size > 0:
+                self.drift.update(feed, time.monotonic())
+            else:  # one example per request: give it a batch dimension of 1
+                self.drift.update({k: v[np.newaxis] for k, v in feed.items()}, time.monotonic())
         t1 = clock()
         alone = not self.in_flight.busy()
         batcher = self.batcher
@@ -359,8 +435,9 @@ class ModelVersion:
             infer_ns=infer_ns,
             output_ns=output_ns,
         )
+        self.metrics.success(queue_ns, input_ns, infer_ns, output_ns)
         if not batched:  # the batcher records its executions itself
-            self.stats.record_execution(rows, input_ns, infer_ns, output_ns)
+            self._executed(rows, input_ns, infer_ns, output_ns)
         return response
 
     def close(self) -> None:
@@ -388,9 +465,11 @@ class ModelManager:
         repository: Repository,
         runtime_factory: RuntimeFactory = default_runtime_factory,
         in_flight: InFlight | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.repository = repository
         self.in_flight = in_flight or InFlight()
+        self.metrics = metrics or ServerMetrics()
         self._factory = runtime_factory
         self._models: dict[str, _Model] = {}
         self._load_lock = threading.Lock()
@@ -450,6 +529,7 @@ class ModelManager:
 
     def _open_version(self, source: ModelSource, version: int, path: Path) -> ModelVersion:
         config = source.config or ModelConfig(name=source.name)
+        started = time.perf_counter()
         runtimes: list[Runtime] = []
         try:
             first = self._factory(config.backend, path, config)
@@ -461,7 +541,9 @@ class ModelManager:
                 runtimes.append(
                     first if first.thread_safe else self._factory(config.backend, path, config)
                 )
-            mv = ModelVersion(effective, version, runtimes, self.in_flight)
+            mv = ModelVersion(effective, version, runtimes, self.in_flight, self.metrics)
+            if effective.drift is not None:
+                mv.drift = load_drift_reference(source.path, effective)
         except MserveError:
             for rt in {id(r): r for r in runtimes}.values():
                 rt.close()
@@ -474,6 +556,7 @@ class ModelManager:
                 raise RepositoryError(
                     str(path), f"warm-up run failed: {type(exc).__name__}: {exc}"
                 ) from None
+        mv.load_seconds = time.perf_counter() - started
         return mv
 
     def unload(self, name: str) -> None:
@@ -541,6 +624,28 @@ class ModelManager:
             else:
                 rows.append(RepositoryEntry(name, None, model.state, model.reason))
         return rows
+
+    def names(self) -> list[str]:
+        """Models known to the server: loaded, loading or failed."""
+        return list(self._models)
+
+    def collect_metrics(self) -> None:
+        """Set the model gauges of :attr:`metrics` from the models' state now."""
+        m = self.metrics
+        for name, model in list(self._models.items()):
+            if not model.versions:
+                m.model_ready.set(0, name, "")
+                m.model_state.set(1, name, "", model.state)
+            for v, mv in model.versions.items():
+                version = str(v)
+                m.model_ready.set(1 if model.state == READY else 0, name, version)
+                m.model_state.set(1, name, version, model.state)
+                m.load_seconds.set(mv.load_seconds, name, version)
+                m.queue_depth.set(mv.queue_depth, name, version)
+                db = mv.config.dynamic_batching
+                m.queue_capacity.set(db.max_queue_size if db is not None else 0, name, version)
+                if mv.drift is not None:
+                    m.drift(name, version, mv.drift, time.monotonic())
 
     def versions(self, name: str | None = None, version: str | None = None) -> list[ModelVersion]:
         """Loaded versions: all, one model's, or one version (for statistics)."""

@@ -438,3 +438,60 @@ def test_instance_kind_auto_is_threads_for_a_runtime_that_releases_the_gil() -> 
     assert instance_kind(ModelConfig("m")) == "thread"  # ONNX Runtime computes without the GIL
     assert instance_kind(ModelConfig("m", instance_kind="process")) == "process"
     assert instance_kind(ModelConfig("m", instance_kind="thread")) == "thread"
+
+
+def _drift_model(root: Path, onnx_factory: Any, place: Any, reference: Any) -> None:
+    from mserve.config import DriftConfig
+
+    config = ModelConfig(
+        "watched",
+        inputs=(TensorSpec("INPUT", "FP32", (-1, 2)),),
+        outputs=(TensorSpec("OUTPUT", "FP32", (-1, 2)),),
+        max_batch_size=4,
+        drift=DriftConfig("reference.npz"),
+    )
+    folder = place(root, "watched", {1: onnx_factory.identity("FP32")}, config=config)
+    if reference is not None:
+        np.savez(folder / "reference.npz", **reference)
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        (None, "drift.reference names this file but it does not exist"),
+        ({"other": np.zeros((5, 2))}, "no array for input 'INPUT'; the file has other"),
+        ({"INPUT": np.zeros((5, 3))}, "each of shape [2]"),
+        ({"INPUT": np.zeros((1, 2))}, "at least 2 rows"),
+    ],
+)
+def test_a_bad_drift_reference_keeps_only_its_model_from_loading(
+    tmp_path: Path, onnx_factory: Any, place: Any, reference: Any, message: str
+) -> None:
+    _drift_model(tmp_path, onnx_factory, place, reference)
+    place(tmp_path, "plain", {1: onnx_factory.identity("FP32")})
+    m = ModelManager(Repository(tmp_path))
+    try:
+        m.load_all()
+        rows = {r.name: r for r in m.index()}
+        assert rows["plain"].state == "READY"
+        assert rows["watched"].state == "UNAVAILABLE"
+        assert "reference.npz" in rows["watched"].reason
+        assert message in rows["watched"].reason
+    finally:
+        m.close()
+
+
+def test_a_drift_reference_counts_what_the_model_sees(
+    tmp_path: Path, onnx_factory: Any, place: Any
+) -> None:
+    rng = np.random.default_rng(0)
+    _drift_model(tmp_path, onnx_factory, place, {"INPUT": rng.normal(size=(100, 2))})
+    m = ModelManager(Repository(tmp_path))
+    try:
+        m.load_all()
+        mv = m.get("watched")
+        assert mv.drift is not None
+        asyncio.run(mv.infer(request("watched", fp32("INPUT", np.ones((3, 2))))))
+        assert mv.drift.inputs["INPUT"].counts.sum() == 6
+    finally:
+        m.close()

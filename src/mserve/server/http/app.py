@@ -8,11 +8,14 @@ numpy, and every error leaves as ``{"error": "..."}`` with the status from
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from mserve import __version__
 from mserve.errors import (
     MalformedRequest,
     MserveError,
@@ -20,9 +23,11 @@ from mserve.errors import (
     RouteNotFound,
     ServerBusy,
 )
+from mserve.server import dashboard
 from mserve.server.dataplane import DataPlane
 from mserve.server.http import codec
 from mserve.server.http.status import status_of
+from mserve.server.metrics import CONTENT_TYPE as METRICS_TYPE
 
 log = logging.getLogger("mserve.http")
 
@@ -40,6 +45,7 @@ class Request:
     path: str
     headers: Headers
     body: bytes
+    query: str = ""
 
 
 def _json(status: int, doc: Any) -> Reply:
@@ -60,9 +66,17 @@ INTERNAL_ERROR: Reply = _json(500, {"error": "internal server error; see the ser
 class HttpApp:
     """Serves the Open Inference Protocol V2 over REST from one data plane."""
 
-    def __init__(self, dataplane: DataPlane, max_body_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        history: dashboard.History | None = None,
+        workers: int = 1,
+    ) -> None:
         self.dp = dataplane
         self.max_body_bytes = max_body_bytes
+        self.history = history
+        self.workers = workers
 
     async def handle(self, request: Request) -> Reply:
         """Answer one request; never raises."""
@@ -92,7 +106,44 @@ class HttpApp:
                     return _json(200 if ok else 503, {"ready": ok})
             if n >= 3 and parts[1] == "repository" and method == "POST":
                 return await self._repository_route(request, parts[2:])
+        elif parts[0] == "metrics" and len(parts) == 1 and method == "GET":
+            return 200, self.dp.metrics_text(), [(b"content-type", METRICS_TYPE)]
+        elif parts[0] == "dashboard" and method == "GET" and len(parts) <= 2:
+            return self._dashboard(request, parts[1] if len(parts) == 2 else "")
         raise RouteNotFound(method, path)
+
+    def _dashboard(self, request: Request, name: str) -> Reply:
+        if name == "data":
+            return _json(200, self._dashboard_data(request.query))
+        found = dashboard.static_file(name or "index.html")
+        if found is None:
+            raise RouteNotFound(request.method, request.path)
+        body, ctype = found
+        return 200, body, [(b"content-type", ctype), (b"cache-control", b"no-cache")]
+
+    def _dashboard_data(self, query: str) -> dict[str, Any]:
+        since: float | None = None
+        for pair in query.split("&"):
+            key, _, value = pair.partition("=")
+            if key == "since" and value:
+                try:
+                    since = float(value)
+                except ValueError:
+                    raise MalformedRequest(
+                        f"'since' must be a Unix time in seconds, got {value!r}"
+                    ) from None
+        history = self.history
+        points = history.since(since) if history is not None else []
+        return {
+            "server": {
+                "name": self.dp.name,
+                "version": __version__,
+                "workers": self.workers,
+                "window_s": history.window_s if history is not None else 0,
+            },
+            "models": sorted(self.dp.models.names()),
+            "points": points,
+        }
 
     async def _model_route(self, request: Request, rest: list[str]) -> Reply:
         method = request.method
@@ -146,6 +197,18 @@ class HttpApp:
         raise RouteNotFound("POST", request.path)
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Reply:
+        start = time.perf_counter()
+        try:
+            reply, served = await self._infer_counted(request, name, version)
+        except (Exception, asyncio.CancelledError) as exc:
+            self.dp.record_request("http", name, version, exc, time.perf_counter() - start)
+            raise
+        self.dp.record_request("http", name, served, None, time.perf_counter() - start)
+        return reply
+
+    async def _infer_counted(
+        self, request: Request, name: str, version: str | None
+    ) -> tuple[Reply, str]:
         header_length: int | None = None
         raw_length = request.headers.get(codec.HEADER_LENGTH.encode())
         if raw_length is not None:
@@ -169,7 +232,7 @@ class HttpApp:
         response = await self.dp.infer(infer_request)
         out, json_length = codec.encode_infer(response, infer_request)
         if json_length is None:
-            return 200, out, _JSON
+            return (200, out, _JSON), response.model_version
         return (
             200,
             out,
@@ -177,7 +240,7 @@ class HttpApp:
                 (b"content-type", b"application/octet-stream"),
                 (b"inference-header-content-length", str(json_length).encode()),
             ],
-        )
+        ), response.model_version
 
     def _body(self, request: Request) -> bytes:
         """The body, decompressed when the request says so (the size was checked on arrival)."""

@@ -173,7 +173,8 @@ class HttpServerProtocol(asyncio.Protocol):
         raw_path = url if q < 0 else url[:q]
         path = raw_path.decode("latin-1") if b"%" not in raw_path else unquote(raw_path.decode())
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        request = Request(self.parser.get_method().decode(), path, self._headers, body)
+        query = "" if q < 0 else url[q + 1 :].decode("latin-1")
+        request = Request(self.parser.get_method().decode(), path, self._headers, body, query)
         self.queue.append((request, self.parser.should_keep_alive()))
         self.connections.in_flight.count += 1
         if len(self.queue) > _MAX_PIPELINE and self.transport is not None:
