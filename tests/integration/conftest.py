@@ -1,11 +1,12 @@
 """Real servers on free ports (``mserve serve`` in a subprocess) over repositories of tiny real
-models, and the clients that talk to them: tritonclient.http and plain HTTP."""
+models, and the clients that talk to them: tritonclient.http, plain HTTP and headless Chromium."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -35,6 +36,18 @@ VERSIONED = {  # three versions each; version v computes OUTPUT = INPUT + v
 }
 BROKEN_CONFIG = "max_batch_size: lots\n"
 SLOW_SERVER = Path(__file__).with_name("slow_server.py")
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never a browser Playwright downloads
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -197,3 +210,38 @@ def slow_server() -> Iterator[Any]:
         p.wait(timeout=10)
         if p.stdout is not None:
             p.stdout.close()
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A page of a fresh headless Chromium profile (skips without Chromium or Playwright)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is missing (pip install playwright)"
+    )
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1200, "height": 900},
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def _save_artefact(source: Path) -> None:
+    folder = os.environ.get("MSERVE_TEST_ARTEFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, Path(folder) / source.name)
+
+
+@pytest.fixture(scope="session")
+def save_artefact() -> Callable[[Path], None]:
+    """save_artefact(path): keep a copy (a screenshot) in $MSERVE_TEST_ARTEFACTS when it is set."""
+    return _save_artefact

@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +13,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never a browser Playwright downloads
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PLOTS = ("plot-throughput-latency", "plot-percentiles", "plot-timeline", "plot-server-breakdown")
 
 #: Every plot's element: how many plotly SVG layers it has and the traces it draws.
@@ -64,37 +50,8 @@ def result_file(served: Any, mserve_cli: Any, tmp_path_factory: pytest.TempPathF
     return path
 
 
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Any]:
-    """A page of a fresh headless Chromium profile (skips without Chromium or Playwright)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is missing (pip install playwright)"
-    )
-    with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 900},
-        )
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-
-
-def _save_artefact(source: Path) -> None:
-    folder = os.environ.get("MSERVE_TEST_ARTEFACTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, Path(folder) / source.name)
-
-
 def test_the_html_report_draws_the_runs_numbers_offline(
-    result_file: Path, mserve_cli: Any, page: Any, tmp_path: Path
+    result_file: Path, mserve_cli: Any, page: Any, save_artefact: Any, tmp_path: Path
 ) -> None:
     report = tmp_path / "report.html"
     proc = mserve_cli("report", str(result_file), "-o", str(report))
@@ -139,7 +96,7 @@ def test_the_html_report_draws_the_runs_numbers_offline(
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    _save_artefact(shot)
+    save_artefact(shot)
 
 
 def test_csv_and_markdown_reports_of_a_real_run(
