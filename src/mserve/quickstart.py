@@ -36,6 +36,8 @@ class QuickstartResult:
     bench_int8: dict[str, Any] = field(default_factory=dict)  # the same sweep of digits-int8
     conversion: dict[str, Any] = field(default_factory=dict)  # mserve convert's report
     reports: list[str] = field(default_factory=list)  # the HTML reports written
+    # what /metrics said after the test images and after the bench, and the ops files written
+    monitoring: dict[str, Any] = field(default_factory=dict)
 
 
 def train_digits(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -91,6 +93,51 @@ def convert_digits(
     }
 
 
+def watch_drift(model_dir: Path, reference: np.ndarray, half_life_s: float = 60.0) -> None:
+    """Give a model its drift reference: ``reference.npz`` beside its config.yaml, named in a
+    ``drift`` section (the server compares what it is sent with these rows)."""
+    from dataclasses import replace
+
+    from mserve.config import CONFIG_FILE, DriftConfig, load_model_config, write_model_config
+
+    np.savez(model_dir / "reference.npz", input=reference)
+    path = model_dir / CONFIG_FILE
+    config = load_model_config(path, model_dir.name)
+    write_model_config(path, replace(config, drift=DriftConfig("reference.npz", half_life_s)))
+
+
+def read_metrics(url: str, model: str = "digits") -> dict[str, Any]:
+    """What the server's ``/metrics`` says of a model: requests, errors, executions, rows, mean
+    latency and the input drift against its reference."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mserve.monitor.snapshot import parse
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    figures = parse(text, time.monotonic()).models.get(model)
+    if figures is None:
+        return {}
+    psi = {
+        s.labels["input"]: round(s.value, 4)
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "mserve_input_drift_psi"
+        for s in fam.samples
+        if s.labels.get("model") == model
+    }
+    mean_ms = figures.latency_sum / figures.latency_count * 1000 if figures.latency_count else 0
+    return {
+        "requests": int(figures.requests),
+        "errors": int(figures.errors),
+        "executions": int(figures.executions),
+        "rows": int(figures.rows),
+        "mean_latency_ms": round(mean_ms, 4),
+        "drift_psi": psi,
+    }
+
+
 def write_reports(workdir: Path, results: dict[str, dict[str, Any]]) -> list[str]:
     """One self-contained HTML report per sweep (when plotly is installed); their paths."""
     try:
@@ -115,7 +162,7 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     step("training an MLP on scikit-learn's digits")
-    model, _, x_test, _, y_test = train_digits()
+    model, x_train, x_test, _, y_test = train_digits()
     expected_labels = model.predict(x_test)
     expected_probs = model.predict_proba(x_test).astype(np.float32)
     seconds["train"] = time.perf_counter() - t
@@ -124,6 +171,7 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
     repository = workdir / "models"
     step(f"converting to ONNX (fp32, and int8 checked against it) into {repository}")
     conversion = convert_digits(repository, model, x_test, y_test)
+    watch_drift(repository / "digits", x_train)
     seconds["convert"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -154,6 +202,7 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
             requests += 1
         client.close()
         seconds["infer"] = time.perf_counter() - t
+        monitoring = {"after_test_images": read_metrics(server.url)}
 
         t = time.perf_counter()
         step(f"measuring {server.url} with mserve bench (closed loop, concurrency 1, 4, 16)")
@@ -163,9 +212,13 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
             step(f"the same sweep of {INT8}")
         bench_int8 = sweep(server.url, model=INT8) if int8 else {}
         seconds["bench"] = time.perf_counter() - t
+        monitoring["after_bench"] = read_metrics(server.url)
     finally:
         server.stop()
     reports = write_reports(workdir, {"digits": bench, INT8: bench_int8})
+    from mserve.deploy.monitoring import write_monitoring_assets
+
+    monitoring["assets"] = [str(p) for p in write_monitoring_assets(workdir / "monitoring")]
     return QuickstartResult(
         repository=repository,
         model="digits",
@@ -181,6 +234,7 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
         bench_int8=bench_int8,
         conversion=conversion,
         reports=reports,
+        monitoring=monitoring,
     )
 
 
@@ -210,6 +264,11 @@ def how_to_call(repository: Path) -> str:
     )
     return f"""Serve it:
   mserve serve {repository} --port 8000
+
+Watch it: open http://localhost:8000/dashboard, or in a terminal
+  mserve monitor http://localhost:8000
+(Prometheus scrapes http://localhost:8000/metrics; a Grafana dashboard and alert rules are in
+{repository.parent / "monitoring"})
 
 Call it with curl (V2 JSON):
   curl -s localhost:8000/v2/models/digits/infer -H 'content-type: application/json' \\

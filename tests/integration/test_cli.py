@@ -75,6 +75,20 @@ def test_quickstart_json(tmp_path: Path, mserve_cli: Any) -> None:
         str(tmp_path / "report.html"),
         str(tmp_path / "report-digits-int8-dynamic.html"),
     ]
+    # /metrics watched it all: the test images look like the training set, the bench's
+    # uniform random inputs do not
+    images, after = doc["monitoring"]["after_test_images"], doc["monitoring"]["after_bench"]
+    assert images["requests"] == 29
+    assert images["errors"] == 0
+    assert images["drift_psi"]["input"] < 0.1
+    assert after["drift_psi"]["input"] > 0.25
+    bench_requests = sum(s["count"] for s in sweep)  # measured windows only; warm-up adds more
+    assert after["requests"] >= 29 + bench_requests
+    assert after["errors"] == 0
+    assert doc["monitoring"]["assets"] == [
+        str(tmp_path / "monitoring" / f)
+        for f in ("grafana-dashboard.json", "mserve-alerts.yaml", "prometheus.yml")
+    ]
     page = (tmp_path / "report.html").read_text()
     assert 'id="plot-throughput-latency"' in page
     assert doc["bench"]["id"] in page  # the page renders this run

@@ -22,8 +22,9 @@ def register(sub: Any) -> None:
             "against it on the test images), start 'mserve serve' on a free port, send the test "
             "split through it with tritonclient (JSON and binary tensors), print the accuracy "
             "measured through the server next to the model's own, measure both models with a "
-            "short 'mserve bench' concurrency sweep, write an HTML report of each sweep, and "
-            "show how to call it."
+            "short 'mserve bench' concurrency sweep, read the server's /metrics (with the input "
+            "drift of the test images against the training set), write an HTML report of each "
+            "sweep, a Grafana dashboard and Prometheus alert rules, and show how to call it."
         ),
     )
     p.add_argument(
@@ -67,6 +68,18 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("accuracy, through the server", f"{result.accuracy_served:.4f}")
     table.add_row("labels agreeing", f"{result.agreement:.4f}")
     table.add_row("max |probability difference|", f"{result.max_abs_prob_diff:.2e}")
+    images = result.monitoring.get("after_test_images", {})
+    bench = result.monitoring.get("after_bench", {})
+    for name, psi in images.get("drift_psi", {}).items():
+        table.add_row(f"/metrics: input drift (PSI) of '{name}', test images", f"{psi:.4f}")
+    if bench:
+        for name, psi in bench.get("drift_psi", {}).items():
+            table.add_row(
+                f"/metrics: input drift (PSI) of '{name}', bench's random inputs", f"{psi:.4f}"
+            )
+        table.add_row("/metrics: requests (failed)", f"{bench['requests']} ({bench['errors']})")
+        per_execution = bench["rows"] / max(1, bench["executions"])
+        table.add_row("/metrics: rows per execution", f"{per_execution:.2f}")
     for k, v in result.seconds.items():
         table.add_row(f"time: {k}", f"{v:.2f} s")
     console.print(table)
