@@ -11,6 +11,11 @@ PromQL can compare any window). And a recent window, exponentially decayed with 
 seconds, from which come the mean, the standard deviation, the population stability index (PSI)
 of the bins against the reference, and the largest shift of one feature's mean, in that feature's
 reference standard deviations. Pure numpy; the caller supplies the clock.
+
+A request only queues its arrays (a list append); they are counted together when the figures
+are read (the server does so every second) or when 4 MiB are queued, so the cost per request is
+a fraction of a microsecond and the counting is vectorised over many requests. Queued rows count
+as seen when they are counted, a second late at most, which a window of a minute ignores.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 EPS = 1e-4  # floor of a bin's fraction in the PSI, so an empty bin does not make it infinite
 MIN_WINDOW_ROWS = 5.0  # fewer rows than this in the window: no windowed figures yet
+FLUSH_BYTES = 4 << 20  # queued request data counted at once when it reaches this size
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,8 @@ class InputDrift:
         self._sumsq = 0.0
         self._bins = np.zeros(bins)
         self._features = np.zeros(reference.features)
+        self._pending: list[np.ndarray] = []
+        self._pending_bytes = 0
 
     def _decay(self, now: float) -> None:
         if self._t is not None and now > self._t:
@@ -126,10 +134,25 @@ class InputDrift:
         self._t = now if self._t is None else max(self._t, now)
 
     def update(self, values: np.ndarray, now: float) -> None:
-        """Count the rows of one request (or batch) seen at time ``now``."""
-        rows = _rows(values)
-        if rows.shape[1] != self.reference.features:
-            return  # a shape the reference does not describe (validation let it through)
+        """Take the rows of one request (or batch) seen at time ``now``. They are only queued
+        here (a list append); the counting happens in :meth:`flush`, over many requests at once,
+        when the figures are read or the queue holds ``FLUSH_BYTES``."""
+        self._pending.append(values)
+        self._pending_bytes += values.nbytes
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Count the queued rows, as seen at ``now``."""
+        if not self._pending:
+            return
+        batches = [_rows(v) for v in self._pending]
+        self._pending.clear()
+        self._pending_bytes = 0
+        batches = [b for b in batches if b.shape[1] == self.reference.features]
+        if not batches:
+            return  # shapes the reference does not describe (validation let them through)
+        rows = batches[0] if len(batches) == 1 else np.concatenate(batches)
         flat = rows.ravel()
         counts = np.bincount(_bin(flat, self.reference.edges), minlength=len(self.counts))
         self.counts += counts
@@ -144,7 +167,9 @@ class InputDrift:
         self._features += rows.sum(axis=0)
 
     def window(self, now: float) -> WindowStats | None:
-        """The recent window's figures at ``now``; None until it holds a few rows."""
+        """The recent window's figures at ``now`` (queued rows counted first); None until it
+        holds a few rows."""
+        self.flush(now)
         self._decay(now)
         if self._rows < MIN_WINDOW_ROWS or self._n <= 0:
             return None
@@ -172,3 +197,8 @@ class DriftMonitor:
             values = feed.get(name)
             if values is not None:
                 tracker.update(values, now)
+
+    def flush(self, now: float) -> None:
+        """Count every input's queued rows."""
+        for tracker in self.inputs.values():
+            tracker.flush(now)

@@ -322,36 +322,41 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(names: Iterable[str], values: Iterable[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+def _label_text(names: Iterable[str], values: Iterable[str]) -> str:
+    return ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
 
 
 def render(merged: Mapping[str, Any]) -> bytes:
     """Prometheus' text exposition format (version 0.0.4) of merged snapshots."""
     lines: list[str] = []
+    add = lines.append
+    le_cache: dict[tuple[float, ...], list[str]] = {}
     for name in sorted(merged):
         fam = merged[name]
         kind, names = fam["type"], fam["labels"]
         help_text = fam["help"].replace("\\", "\\\\").replace("\n", "\\n")
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
+        add(f"# HELP {name} {help_text}")
+        add(f"# TYPE {name} {kind}")
         for key in sorted(fam["samples"]):
             sample = fam["samples"][key]
+            labels = _label_text(names, key)  # once per series, not per bucket
+            braced = f"{{{labels}}}" if labels else ""
             if kind != "histogram":
-                lines.append(f"{name}{_labels(names, key)} {_value(sample)}")
+                add(f"{name}{braced} {_value(sample)}")
                 continue
             counts, total, bounds = sample
+            les = le_cache.get(tuple(bounds))
+            if les is None:
+                les = [f'le="{_value(b)}"}}' for b in bounds] + ['le="+Inf"}']
+                le_cache[tuple(bounds)] = les
+            prefix = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
             running = 0
-            for bound, count in zip([*bounds, math.inf], counts, strict=True):
+            for le, count in zip(les, counts, strict=True):
                 running += count
-                le = f'le="{_value(bound)}"' if not math.isinf(bound) else 'le="+Inf"'
-                lines.append(f"{name}_bucket{_labels(names, key, le)} {running}")
-            lines.append(f"{name}_sum{_labels(names, key)} {_value(total)}")
-            lines.append(f"{name}_count{_labels(names, key)} {running}")
-    lines.append("")
+                add(f"{prefix}{le} {running}")
+            add(f"{name}_sum{braced} {_value(total)}")
+            add(f"{name}_count{braced} {running}")
+    add("")
     return "\n".join(lines).encode()
 
 
@@ -583,6 +588,7 @@ class ServerMetrics:
 
     def drift(self, name: str, version: str, monitor: DriftMonitor, now: float) -> None:
         """Set the drift metrics of one model version from its monitor."""
+        monitor.flush(now)  # count what the requests queued since the last time
         for tensor, tracker in monitor.inputs.items():
             key = (name, version, tensor)
             ref = tracker.reference

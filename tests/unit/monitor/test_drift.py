@@ -68,6 +68,19 @@ def test_a_reference_is_refused_when_it_cannot_describe_anything() -> None:
 def test_the_monitor_updates_only_the_inputs_it_knows(reference: InputReference) -> None:
     mon = DriftMonitor({"x": reference}, half_life_s=60)
     mon.update({"x": np.ones((3, 4)), "other": np.ones((3, 2))}, now=0.0)
+    assert mon.inputs["x"].counts.sum() == 0  # queued, not yet counted
+    mon.flush(0.0)
     assert mon.inputs["x"].counts.sum() == 12
     mon.update({"x": np.ones((3, 5))}, now=1.0)  # a shape the reference does not describe
+    mon.flush(1.0)
     assert mon.inputs["x"].counts.sum() == 12
+
+
+def test_queued_rows_are_counted_once_enough_have_piled_up(reference: InputReference) -> None:
+    drift = InputDrift(reference, half_life_s=60)
+    rows = np.ones((1024, 4))  # 32 KiB a request
+    for _ in range(127):
+        drift.update(rows, now=0.0)
+    assert drift.counts.sum() == 0
+    drift.update(rows, now=0.0)  # the 128th makes 4 MiB
+    assert drift.counts.sum() == 128 * 4096

@@ -492,6 +492,7 @@ def test_a_drift_reference_counts_what_the_model_sees(
         mv = m.get("watched")
         assert mv.drift is not None
         asyncio.run(mv.infer(request("watched", fp32("INPUT", np.ones((3, 2))))))
+        mv.drift.flush(0.0)
         assert mv.drift.inputs["INPUT"].counts.sum() == 6
     finally:
         m.close()
