@@ -202,7 +202,7 @@ def run(workdir: Path, step: Step = lambda _: None, batch: int = 16) -> Quicksta
             requests += 1
         client.close()
         seconds["infer"] = time.perf_counter() - t
-        monitoring = {"after_test_images": read_metrics(server.url)}
+        monitoring: dict[str, Any] = {"after_test_images": read_metrics(server.url)}
 
         t = time.perf_counter()
         step(f"measuring {server.url} with mserve bench (closed loop, concurrency 1, 4, 16)")
