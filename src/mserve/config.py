@@ -116,6 +116,7 @@ class ServerSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # V2 over gRPC on this port; None: no gRPC
     workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "warning"

@@ -7,10 +7,13 @@ tensor's shape; BYTES tensors are object arrays of ``bytes``.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from mserve.errors import InvalidInput
 
 Parameters = dict[str, Any]
 
@@ -184,3 +187,55 @@ def json_values(datatype: str, data: np.ndarray) -> Any:
     if data.dtype == np.float16:
         data = data.astype(np.float32)
     return np.ascontiguousarray(data).reshape(-1)
+
+
+_LITTLE = {dt: v.newbyteorder("<") for dt, v in DATATYPES.items() if dt != "BYTES"}
+
+
+def bytes_elements(
+    chunk: memoryview | bytes, count: int | None, name: str, model: str
+) -> np.ndarray:
+    """The BYTES elements of a raw encoding (each a 4-byte little-endian length, then the bytes)
+    as an object array; ``count`` elements are expected unless it is None."""
+    items: list[bytes] = []
+    pos, end = 0, len(chunk)
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidInput(model, name, "BYTES binary data ends inside a 4-byte length prefix")
+        (n,) = struct.unpack_from("<I", chunk, pos)
+        pos += 4
+        if pos + n > end:
+            raise InvalidInput(
+                model, name, f"BYTES element of {n} bytes runs past the end of the binary data"
+            )
+        items.append(bytes(chunk[pos : pos + n]))
+        pos += n
+    if count is not None and len(items) != count:
+        raise InvalidInput(
+            model,
+            name,
+            f"binary data holds {len(items)} BYTES elements but the shape needs {count}",
+        )
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr
+
+
+def array_from_raw(
+    raw: bytes | memoryview, datatype: str, shape: list[int], name: str, model: str
+) -> np.ndarray:
+    """A tensor from its raw V2 encoding (see :func:`raw_bytes`), checked against its shape;
+    numeric data is not copied."""
+    count = 1
+    for d in shape:
+        count *= d
+    if datatype == "BYTES":
+        return bytes_elements(raw, count, name, model).reshape(shape)
+    need = count * element_size(datatype)
+    if len(raw) != need:
+        raise InvalidInput(
+            model,
+            name,
+            f"raw data is {len(raw)} bytes but shape {shape} of {datatype} needs {need}",
+        )
+    return np.frombuffer(raw, dtype=_LITTLE[datatype]).reshape(shape)

@@ -25,7 +25,15 @@ def test_serve_help_lists_every_option(mserve_cli: Any) -> None:
     result = mserve_cli("serve", "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: mserve serve ")
-    for option in ("REPO", "--host", "--port", "--workers", "--max-body-mb", "--log-level"):
+    for option in (
+        "REPO",
+        "--host",
+        "--port",
+        "--grpc-port",
+        "--workers",
+        "--max-body-mb",
+        "--log-level",
+    ):
         assert option in result.stdout
     assert "Open Inference Protocol V2" in result.stdout
 

@@ -14,16 +14,25 @@ from mserve.config import ServerSettings
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve a model repository (Open Inference Protocol V2 over HTTP)",
+        help="serve a model repository (Open Inference Protocol V2 over HTTP and gRPC)",
         description=(
             "Load every model of REPO and serve it over the Open Inference Protocol V2 (KServe / "
             "Triton) over HTTP, with the binary tensor, model repository, statistics and model "
-            "configuration extensions. A model that fails to load is reported; the others serve."
+            "configuration extensions, over gRPC with --grpc-port, and TF Serving's REST API "
+            "(/v1/models/NAME:predict) on the HTTP port. Prometheus metrics are at /metrics, a "
+            "live dashboard at /dashboard. A model that fails to load is reported; the others "
+            "serve."
         ),
     )
     p.add_argument("repository", type=Path, metavar="REPO", help="model repository directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve V2 over gRPC on this port (Triton uses 8001; default: no gRPC)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -55,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         workers=args.workers,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         log_level=args.log_level,

@@ -155,15 +155,41 @@ async def _serve_async(
     listener = await loop.create_server(
         lambda: HttpServerProtocol(server.http, connections), sock=sock, backlog=2048
     )
+    grpc_server = None
+    if settings.grpc_port is not None:
+        try:
+            from mserve.server.grpc.service import GrpcService, start_grpc
+        except ImportError as exc:  # grpcio is optional
+            listener.close()
+            raise Unavailable(
+                f"--grpc-port needs grpcio ({exc}); pip install 'mserve[grpc]'"
+            ) from None
+        try:
+            grpc_server = await start_grpc(
+                GrpcService(server.dataplane, server.in_flight),
+                settings.host,
+                settings.grpc_port,
+                settings.max_body_bytes,
+                shared=settings.workers > 1,
+            )
+        except (OSError, RuntimeError) as exc:
+            listener.close()
+            raise Unavailable(
+                f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {exc}; is "
+                "another server there? choose another --grpc-port"
+            ) from None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sampler = loop.create_task(_sample_metrics(server, stop))
     if announce is not None:
         ready = sorted({r.name for r in server.dataplane.repository_index(ready_only=True)})
+        grpc_note = (
+            f" and grpc://{settings.host}:{settings.grpc_port}" if grpc_server is not None else ""
+        )
         announce(
             f"serving {len(ready)} model(s) [{', '.join(ready)}] on "
-            f"http://{settings.host}:{port} with {settings.workers} worker(s)"
+            f"http://{settings.host}:{port}{grpc_note} with {settings.workers} worker(s)"
         )
     while not stop.is_set():
         try:
@@ -172,7 +198,12 @@ async def _serve_async(
             connections.close_idle()
     server.dataplane.set_ready(False)
     listener.close()
-    await connections.drain(settings.drain_s)
+    if grpc_server is not None:
+        await asyncio.gather(
+            connections.drain(settings.drain_s), grpc_server.stop(settings.drain_s)
+        )
+    else:
+        await connections.drain(settings.drain_s)
     await sampler
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import struct
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from mserve.protocol import (
     RequestedOutput,
     Tensor,
     TensorSpec,
+    bytes_elements,
     element_size,
     json_values,
     raw_bytes,
@@ -96,7 +96,7 @@ def decode_raw(
     elements = int(np.prod([d for d in shape if d >= 0], dtype=np.int64))
     items: np.ndarray | None = None
     if spec.datatype == "BYTES":
-        items = _bytes_from_binary(memoryview(body), None, spec.name, model_name)
+        items = bytes_elements(memoryview(body), None, spec.name, model_name)
         have, unit, need = len(items), "BYTES elements", elements
     else:
         have, unit, need = len(body), "bytes", elements * element_size(spec.datatype)
@@ -163,7 +163,7 @@ def _decode_input(
             )
         chunk = binary[offset : offset + size]
         if datatype == "BYTES":
-            arr = _bytes_from_binary(chunk, count, name, model)
+            arr = bytes_elements(chunk, count, name, model)
         else:
             need = count * element_size(datatype)
             if size != need:
@@ -277,33 +277,6 @@ def _flatten(data: object) -> list[Any]:
         else:
             stack.pop()
     return out
-
-
-def _bytes_from_binary(
-    chunk: memoryview | bytes, count: int | None, name: str, model: str
-) -> np.ndarray:
-    items: list[bytes] = []
-    pos, end = 0, len(chunk)
-    while pos < end:
-        if pos + 4 > end:
-            raise InvalidInput(model, name, "BYTES binary data ends inside a 4-byte length prefix")
-        (n,) = struct.unpack_from("<I", chunk, pos)
-        pos += 4
-        if pos + n > end:
-            raise InvalidInput(
-                model, name, f"BYTES element of {n} bytes runs past the end of the binary data"
-            )
-        items.append(bytes(chunk[pos : pos + n]))
-        pos += n
-    if count is not None and len(items) != count:
-        raise InvalidInput(
-            model,
-            name,
-            f"binary data holds {len(items)} BYTES elements but the shape needs {count}",
-        )
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr
 
 
 def _decode_outputs(raw: object, params: object) -> list[RequestedOutput] | None:

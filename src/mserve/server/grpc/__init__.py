@@ -1,0 +1,1 @@
+"""The Open Inference Protocol V2 over gRPC, over the same data plane as HTTP."""
