@@ -71,8 +71,8 @@ from hoststats import (
     git_state,
     package_versions,
     process_cpu_s,
-    update_results,
     wait_quiet,
+    write_result,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -863,15 +863,7 @@ def main(argv: list[str] | None = None) -> int:
         result["floor_after"] = floor_step(floor_model, args)
     result["summary"] = summarise(result)
     result["wall_seconds"] = round(time.monotonic() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    block = markdown(result)
-    print("\n" + block + "\n")
-    if args.results:
-        update_results(args.results, "batching", block)
-        print(f"updated {args.results}")
-    print(f"wrote {args.out} in {result['wall_seconds']} s")
-    return 0 if result["summary"]["all_runs_ok"] else 1
+    return write_result(result, args.out, args.results, "batching", markdown(result))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ it (``python benchmarks/NAME.py`` puts this folder on the path)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 
 def cpu_ticks() -> dict[str, list[int]]:
@@ -95,3 +97,22 @@ def update_results(path: Path, name: str, block: str) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
     path.write_text(text)
+
+
+def write_result(
+    result: dict[str, Any],
+    out: Path,
+    results: Path | None,
+    section: str,
+    block: str,
+) -> int:
+    """Save a run: the JSON result to ``out``, its Markdown ``block`` printed and put in the
+    results file's ``section``; the exit code (0 when every run of it was sound)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print("\n" + block + "\n")
+    if results:
+        update_results(results, section, block)
+        print(f"updated {results}")
+    print(f"wrote {out} in {result['wall_seconds']} s")
+    return 0 if result["summary"]["all_runs_ok"] else 1

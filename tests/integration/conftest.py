@@ -245,3 +245,22 @@ def _save_artefact(source: Path) -> None:
 def save_artefact() -> Callable[[Path], None]:
     """save_artefact(path): keep a copy (a screenshot) in $MSERVE_TEST_ARTEFACTS when it is set."""
     return _save_artefact
+
+
+@dataclass
+class PageLog:
+    """What a page did: console errors, page errors and failed requests; every URL it asked for."""
+
+    problems: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def page_log(page: Any) -> PageLog:
+    """Listens to ``page`` from now on (attach it before the page loads)."""
+    log = PageLog()
+    page.on("console", lambda m: log.problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: log.problems.append(str(e)))
+    page.on("requestfailed", lambda r: log.problems.append(f"failed request {r.url}"))
+    page.on("request", lambda r: log.requests.append(r.url))
+    return log

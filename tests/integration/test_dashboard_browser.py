@@ -87,15 +87,15 @@ def _send_traffic(address: str, rows: np.ndarray, errors: list[BaseException]) -
 
 
 def test_the_dashboard_counts_live_traffic_and_draws_it(
-    dashboard_server: Any, digits_model: Any, page: Any, save_artefact: Any, tmp_path: Path
+    dashboard_server: Any,
+    digits_model: Any,
+    page: Any,
+    page_log: Any,
+    save_artefact: Any,
+    tmp_path: Path,
 ) -> None:
     server = dashboard_server
-    problems: list[str] = []
-    requests: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
-    page.on("request", lambda r: requests.append(r.url))
+    problems, requests = page_log.problems, page_log.requests
 
     page.goto(f"http://{server.address}/dashboard")  # no trailing slash: the harder case
     page.wait_for_selector('body[data-updated] [data-model="digits"]', timeout=15_000)

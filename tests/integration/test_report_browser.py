@@ -51,19 +51,19 @@ def result_file(served: Any, mserve_cli: Any, tmp_path_factory: pytest.TempPathF
 
 
 def test_the_html_report_draws_the_runs_numbers_offline(
-    result_file: Path, mserve_cli: Any, page: Any, save_artefact: Any, tmp_path: Path
+    result_file: Path,
+    mserve_cli: Any,
+    page: Any,
+    page_log: Any,
+    save_artefact: Any,
+    tmp_path: Path,
 ) -> None:
     report = tmp_path / "report.html"
     proc = mserve_cli("report", str(result_file), "-o", str(report))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(result_file.read_text())
 
-    problems: list[str] = []
-    requests: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
-    page.on("request", lambda r: requests.append(r.url))
+    problems, requests = page_log.problems, page_log.requests
     page.goto(report.as_uri())
     page.wait_for_selector("body[data-plots=done]", timeout=30_000)
 
