@@ -8,7 +8,8 @@ the classes below to their own codes with one table each; nothing here knows abo
     ├── InvalidRequest            the caller sent something the server cannot accept
     │   ├── MalformedRequest          not parseable (bad JSON, lying binary header, ...)
     │   ├── InvalidInput              a tensor's name, datatype, shape or data is wrong
-    │   └── PayloadTooLarge           a body or tensor over the configured limit
+    │   ├── PayloadTooLarge           a body or tensor over the configured limit
+    │   └── Unsupported               a method this model cannot answer (TF Serving's :classify)
     ├── NotFound                  the thing named does not exist
     │   ├── ModelNotFound             unknown model, or unknown version of a known model
     │   └── RouteNotFound             no such endpoint
@@ -63,6 +64,11 @@ class PayloadTooLarge(InvalidRequest):
         super().__init__(f"request body of {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class Unsupported(InvalidRequest):
+    """The model cannot answer this method (a TF Serving :classify on a model that does not
+    classify); the message says why and what the model can do."""
 
 
 class NotFound(MserveError):

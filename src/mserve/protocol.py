@@ -36,6 +36,23 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 
 _BY_DTYPE: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPES.items()}
 
+#: V2 datatype -> TensorFlow's DataType name, as TF Serving's metadata spells it.
+TF_DATATYPES: dict[str, str] = {
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
+    "BYTES": "DT_STRING",
+}
+
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
     """The numpy dtype for a V2 datatype name; KeyError when the name is not a V2 datatype."""

@@ -30,23 +30,27 @@ the requested, requests that could not be started).
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="load-test a V2 / HTTP endpoint: latency, throughput, stability, SLO search",
+        help="load-test a V2, TF Serving or HTTP endpoint: latency, throughput, SLO search",
         description=(
-            "Load-test a model served over the Open Inference Protocol V2 (mserve, Triton, "
-            "KServe, MLServer, ...) or any HTTP endpoint. Closed loop (--concurrency) or open "
-            "loop (--rate); each step warms up, then measures in windows until stable."
+            "Load-test a model served over the Open Inference Protocol V2, over HTTP or gRPC "
+            "(mserve, Triton, KServe, MLServer, ...), over TF Serving's REST API, or any HTTP "
+            "endpoint. Closed loop (--concurrency) or open loop (--rate); each step warms up, "
+            "then measures in windows until stable."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
-    p.add_argument("-m", "--model", help="model name (V2 protocols)")
+    p.add_argument("-m", "--model", help="model name (V2 and TF Serving protocols)")
     p.add_argument("-x", "--model-version", default=None, help="model version (default: latest)")
     p.add_argument(
         "--protocol",
         default="v2-json",
-        choices=["v2-json", "v2-binary", "http"],
-        help="how to talk to the target (default: v2-json)",
+        choices=["v2-json", "v2-binary", "tfserving", "http"],
+        help=(
+            "how to talk to the target: V2 JSON or binary tensors, TF Serving's REST API "
+            "(row-format :predict), or any HTTP endpoint (default: v2-json)"
+        ),
     )
     load = p.add_argument_group("load")
     load.add_argument(
@@ -78,7 +82,7 @@ def register(sub: Any) -> None:
     load.add_argument(
         "--timeout", type=float, default=30.0, help="per-request timeout in s (default: 30)"
     )
-    data = p.add_argument_group("inputs (V2)")
+    data = p.add_argument_group("inputs (V2 and TF Serving)")
     data.add_argument("--batch-size", type=int, default=1, help="rows per request (default: 1)")
     data.add_argument(
         "--shape",

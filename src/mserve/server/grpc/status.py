@@ -9,6 +9,7 @@ from mserve import errors
 #: Most specific class first; the first match wins.
 CODES: tuple[tuple[type[errors.MserveError], grpc.StatusCode], ...] = (
     (errors.PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.RouteNotFound, grpc.StatusCode.UNIMPLEMENTED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),

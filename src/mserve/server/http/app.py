@@ -1,4 +1,6 @@
-"""The V2 REST API: route, decode, call the data plane, encode.
+"""The HTTP side of the server: V2 REST (and TF Serving's REST API under ``/v1``, in
+:mod:`mserve.server.http.tfserving`), ``/metrics`` and ``/dashboard``: route, decode, call the
+data plane, encode.
 
 No framework in the request path: :mod:`mserve.server.http.protocol` parses HTTP/1.1 and hands
 each complete request here; the router is a split of the path, bodies are parsed with orjson and
@@ -27,6 +29,7 @@ from mserve.server import dashboard
 from mserve.server.dataplane import DataPlane
 from mserve.server.http import codec
 from mserve.server.http.status import status_of
+from mserve.server.http.tfserving import TfServingApi
 from mserve.server.metrics import CONTENT_TYPE as METRICS_TYPE
 
 log = logging.getLogger("mserve.http")
@@ -77,6 +80,7 @@ class HttpApp:
         self.max_body_bytes = max_body_bytes
         self.history = history
         self.workers = workers
+        self.tfserving = TfServingApi(dataplane, self._body)
 
     async def handle(self, request: Request) -> Reply:
         """Answer one request; never raises."""
@@ -106,6 +110,8 @@ class HttpApp:
                     return _json(200 if ok else 503, {"ready": ok})
             if n >= 3 and parts[1] == "repository" and method == "POST":
                 return await self._repository_route(request, parts[2:])
+        elif parts[0] == "v1":
+            return await self.tfserving.route(request, parts[1:])
         elif parts[0] == "metrics" and len(parts) == 1 and method == "GET":
             return 200, self.dp.metrics_text(), [(b"content-type", METRICS_TYPE)]
         elif parts[0] == "dashboard" and method == "GET" and len(parts) <= 2:

@@ -201,7 +201,7 @@ def _array_from_json(
             else:
                 raise InvalidInput(model, name, f"BYTES elements must be strings, got {v!r}")
     else:
-        arr = _numbers_from_json(data, datatype, name, model)
+        arr = numbers_from_json(data, datatype, name, model)
     if arr.size != count:
         raise InvalidInput(
             model,
@@ -211,7 +211,7 @@ def _array_from_json(
     return arr.reshape(shape)
 
 
-def _numbers_from_json(data: object, datatype: str, name: str, model: str) -> np.ndarray:
+def numbers_from_json(data: object, datatype: str, name: str, model: str) -> np.ndarray:
     """JSON numbers as an array of ``datatype``: the values must be of its kind (integers for
     the integer types, numbers for the float types, true / false for BOOL) and in its range,
     never silently truncated, wrapped or turned into infinity."""

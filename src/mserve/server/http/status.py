@@ -7,6 +7,7 @@ from mserve import errors
 #: Most specific class first; the first match wins.
 STATUS: tuple[tuple[type[errors.MserveError], int], ...] = (
     (errors.PayloadTooLarge, 413),
+    (errors.Unsupported, 501),
     (errors.InvalidRequest, 400),
     (errors.RouteNotFound, 404),
     (errors.ModelNotFound, 404),
