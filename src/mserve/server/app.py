@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mserve.config import ServerSettings
-from mserve.errors import Unavailable
+from mserve.errors import MserveError, Unavailable
 from mserve.repository import Repository
 from mserve.server.dashboard import History
 from mserve.server.dataplane import DataPlane
@@ -116,6 +116,17 @@ def serve(repository: Path, settings: ServerSettings, announce: Announce | None 
     """Serve the repository until SIGINT / SIGTERM; blocks."""
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
+    if settings.grpc_port is not None and settings.workers > 1:
+        # the workers share the gRPC port with SO_REUSEPORT, which would also let them share it
+        # with another server: make sure nobody holds it first
+        try:
+            bind(settings.host, settings.grpc_port).close()
+        except Unavailable:
+            sock.close()
+            raise Unavailable(
+                f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: the port is in "
+                "use; is another server there? choose another --grpc-port"
+            ) from None
     if settings.workers <= 1:
         _serve_worker(repository, settings, sock, announce, port)
         return
@@ -152,8 +163,12 @@ async def _serve_async(
     stops accepting, in-flight requests are answered (bounded), connections close."""
     loop = asyncio.get_running_loop()
     connections = Connections(keep_alive_s=settings.keep_alive_s, in_flight=server.in_flight)
+    # accept HTTP only once gRPC listens too, so that ready means ready on both
     listener = await loop.create_server(
-        lambda: HttpServerProtocol(server.http, connections), sock=sock, backlog=2048
+        lambda: HttpServerProtocol(server.http, connections),
+        sock=sock,
+        backlog=2048,
+        start_serving=False,
     )
     grpc_server = None
     if settings.grpc_port is not None:
@@ -178,6 +193,7 @@ async def _serve_async(
                 f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {exc}; is "
                 "another server there? choose another --grpc-port"
             ) from None
+    await listener.start_serving()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -226,7 +242,16 @@ def _worker_main(
         def announce(msg: str) -> None:
             print(f"mserve: {msg}", file=sys.stderr, flush=True)
 
-    _serve_worker(repository, settings, sock, announce, sock.getsockname()[1])
+    try:
+        _serve_worker(repository, settings, sock, announce, sock.getsockname()[1])
+    except MserveError as exc:  # cannot serve at all: say why once, and stop the server
+        print(f"mserve: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(WORKER_CANNOT_SERVE)
+
+
+#: A worker's exit status when it cannot serve at all: the supervisor stops instead of
+#: starting it again.
+WORKER_CANNOT_SERVE = 3
 
 
 def _supervise(
@@ -261,13 +286,19 @@ def _supervise(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    failed = False
     try:
         while not stopping:
             time.sleep(0.2)
             for i, p in enumerate(workers):
-                if not p.is_alive() and not stopping:
-                    log.error("worker pid %s exited with %s; starting a new one", p.pid, p.exitcode)
-                    workers[i] = start(False)
+                if p.is_alive() or stopping:
+                    continue
+                if p.exitcode == WORKER_CANNOT_SERVE:
+                    failed = True
+                    stop(signal.SIGTERM, None)
+                    break
+                log.error("worker pid %s exited with %s; starting a new one", p.pid, p.exitcode)
+                workers[i] = start(False)
     finally:
         for p in workers:
             p.join(timeout=30)
@@ -275,3 +306,5 @@ def _supervise(
                 p.kill()
         sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if failed:
+        raise Unavailable("a worker could not serve (its message is above); the server stopped")

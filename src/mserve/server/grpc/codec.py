@@ -75,6 +75,12 @@ def decode_infer(req: pb.ModelInferRequest) -> InferRequest:
         if any(d < 0 for d in shape):
             raise InvalidInput(model, t.name, f"shape must hold integers >= 0, got {shape}")
         if raw:
+            if t.HasField("contents"):
+                raise InvalidInput(
+                    model,
+                    t.name,
+                    "has both contents and raw_input_contents; send the data one way only",
+                )
             data = array_from_raw(raw[i], t.datatype, shape, t.name, model)
         else:
             data = _from_contents(t, shape, model)
