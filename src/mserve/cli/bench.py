@@ -46,10 +46,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--protocol",
         default="v2-json",
-        choices=["v2-json", "v2-binary", "tfserving", "http"],
+        choices=["v2-json", "v2-binary", "v2-grpc", "tfserving", "http"],
         help=(
-            "how to talk to the target: V2 JSON or binary tensors, TF Serving's REST API "
-            "(row-format :predict), or any HTTP endpoint (default: v2-json)"
+            "how to talk to the target: V2 JSON or binary tensors, V2 over gRPC (URL "
+            "grpc://HOST:PORT), TF Serving's REST API (row-format :predict), or any HTTP "
+            "endpoint (default: v2-json)"
         ),
     )
     load = p.add_argument_group("load")

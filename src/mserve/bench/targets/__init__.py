@@ -9,11 +9,15 @@ __all__ = ["Prepared", "ServerStats", "Target", "make_target"]
 
 
 def make_target(protocol: str, url: str, **options: object) -> Target:
-    """The target for a protocol name: v2-json, v2-binary, tfserving or http."""
+    """The target for a protocol name: v2-json, v2-binary, v2-grpc, tfserving or http."""
     if protocol in ("v2-json", "v2-binary"):
         from mserve.bench.targets.v2http import V2HttpTarget
 
         return V2HttpTarget(url, binary=protocol == "v2-binary", **options)  # type: ignore[arg-type]
+    if protocol == "v2-grpc":
+        from mserve.bench.targets.v2grpc import V2GrpcTarget
+
+        return V2GrpcTarget(url, **options)  # type: ignore[arg-type]
     if protocol == "tfserving":
         from mserve.bench.targets.tfserving import TfServingTarget
 
@@ -23,5 +27,5 @@ def make_target(protocol: str, url: str, **options: object) -> Target:
 
         return PlainHttpTarget(url, **options)  # type: ignore[arg-type]
     raise ValueError(
-        f"unknown protocol '{protocol}'; expected v2-json, v2-binary, tfserving or http"
+        f"unknown protocol '{protocol}'; expected v2-json, v2-binary, v2-grpc, tfserving or http"
     )
