@@ -159,3 +159,24 @@ def test_nan_gauges_render_as_prometheus_reads_them() -> None:
     r.on_collect(lambda: g.set(math.nan))
     s = parse(render(merge([r.snapshot()], lambda pid: True)))
     assert math.isnan(s[("g", ())])
+
+
+def test_phase_durations_in_nanoseconds_land_in_the_same_buckets_as_seconds() -> None:
+    m = ServerMetrics()
+    mm = m.model("digits", "1")
+    for ns in (100_000, 1_000_000, 1_000_001, 20_000_000_000):  # 0.1 ms, 1 ms, just over, 20 s
+        mm.success(queue_ns=ns, input_ns=0, infer_ns=ns, output_ns=0)
+    s = parse(render(merge([m.registry.snapshot()], lambda pid: True)))
+    lab = (("model", "digits"), ("version", "1"))
+
+    def bucket(le: str) -> float:
+        key = tuple(sorted((*lab, ("le", le))))
+        return s[("mserve_queue_duration_seconds_bucket", key)]
+
+    assert bucket("0.0001") == 1  # inclusive, as in seconds
+    assert bucket("0.001") == 2
+    assert bucket("0.0015") == 3
+    assert bucket("10") == 3
+    assert bucket("+Inf") == 4
+    assert s[("mserve_compute_infer_duration_seconds_sum", lab)] == pytest.approx(20.002100001)
+    assert s[("mserve_compute_input_duration_seconds_count", lab)] == 4
