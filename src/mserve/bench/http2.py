@@ -31,7 +31,9 @@ from urllib.parse import unquote
 
 import hpack
 
-from mserve.bench.h2frames import (
+from mserve.bench.h2frames import RECV_WINDOW, grpc_payload, header_block
+from mserve.errors import Unavailable
+from mserve.wire.http2 import (
     ACK,
     CONTINUATION,
     DATA,
@@ -48,7 +50,6 @@ from mserve.bench.h2frames import (
     PREFACE,
     PRIORITY_FLAG,
     PUSH_PROMISE,
-    RECV_WINDOW,
     RST_STREAM,
     SETTINGS,
     SETTINGS_ENABLE_PUSH,
@@ -57,11 +58,9 @@ from mserve.bench.h2frames import (
     WINDOW_UPDATE,
     frame,
     grpc_message,
-    grpc_payload,
-    header_block,
     keeps_table,
+    strip_padding,
 )
-from mserve.errors import Unavailable
 
 #: on_done(connection, status, body, error_kind): 200 and None when grpc-status is 0.
 OnDone = Callable[[Any, int, bytes, str | None], None]
@@ -438,10 +437,10 @@ class GrpcConnection(asyncio.Protocol):
 
 
 def _unpad(payload: bytes) -> bytes:
-    pad = payload[0] if payload else 0
-    if not payload or pad >= len(payload):
+    stripped = strip_padding(payload)
+    if stripped is None:
         raise _Violation
-    return payload[1 : len(payload) - pad]
+    return stripped
 
 
 async def connect(

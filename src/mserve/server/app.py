@@ -172,13 +172,9 @@ async def _serve_async(
     )
     grpc_server = None
     if settings.grpc_port is not None:
-        try:
-            from mserve.server.grpc.service import GrpcService, start_grpc
-        except ImportError as exc:  # grpcio is optional
-            listener.close()
-            raise Unavailable(
-                f"--grpc-port needs grpcio ({exc}); pip install 'mserve[grpc]'"
-            ) from None
+        from mserve.server.grpc.h2server import start_grpc
+        from mserve.server.grpc.service import GrpcService
+
         try:
             grpc_server = await start_grpc(
                 GrpcService(server.dataplane, server.in_flight),

@@ -1,8 +1,11 @@
 """``inference.GRPCInferenceService``: decode, call the data plane, encode; errors as status codes.
 
-Served by grpc.aio on the server's event loop, so inference goes through the same data plane,
-batcher and in-flight count as HTTP. Each RPC is registered by its specified path
-(``/inference.GRPCInferenceService/ModelInfer`` ...).
+:meth:`GrpcService.methods` is the table of the service's RPCs by path
+(``/inference.GRPCInferenceService/ModelInfer`` ...): for each, how its request is parsed, the
+coroutine that answers it and how its answer is serialized. The transport
+(:mod:`mserve.server.grpc.h2server`, on the server's event loop) reads frames, calls these and
+writes what they return, so inference goes through the same data plane, batcher and in-flight
+count as HTTP. Handlers raise mserve's errors; :func:`status_of` turns them into status codes.
 """
 
 from __future__ import annotations
@@ -11,22 +14,51 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
-
-import grpc
 
 from mserve.errors import MserveError
 from mserve.server.dataplane import DataPlane
 from mserve.server.grpc import codec
-from mserve.server.grpc.status import code_of
+from mserve.server.grpc.status import Code, code_of
 from mserve.server.load import InFlight
 from mserve.wire import V2_SERVICE
 from mserve.wire import inference_pb2 as pb
 
 log = logging.getLogger("mserve.grpc")
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+INTERNAL_MESSAGE = "internal server error; see the server log"
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    """An RPC with one request and one answer."""
+
+    call: Callable[[Any], Awaitable[Any]]
+    parse: Callable[[bytes], Any]
+    serialize: Callable[[Any], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Streaming:
+    """An RPC with a stream of requests and a stream of answers (both ways at once)."""
+
+    call: Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]
+    parse: Callable[[bytes], Any]
+    serialize: Callable[[Any], bytes]
+
+
+Method = Unary | Streaming
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    """(gRPC status code, message) for an error a handler raised; an error that is not one of
+    mserve's is logged and answered INTERNAL without its details."""
+    if isinstance(exc, MserveError):
+        return int(code_of(exc)), exc.message
+    log.error("unhandled error in a gRPC call", exc_info=exc)
+    return int(Code.INTERNAL), INTERNAL_MESSAGE
 
 
 class GrpcService:
@@ -36,9 +68,9 @@ class GrpcService:
         self.dp = dataplane
         self.in_flight = in_flight
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler that serves every RPC of the service."""
-        unary: dict[str, tuple[Handler, Any, Any]] = {
+    def methods(self) -> dict[str, Method]:
+        """Every RPC of the service, by the path clients call it with."""
+        unary: dict[str, tuple[Callable[[Any], Awaitable[Any]], Any, Any]] = {
             "ServerLive": (self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
             "ServerReady": (self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
             "ModelReady": (self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
@@ -52,7 +84,7 @@ class GrpcService:
                 pb.ModelMetadataRequest,
                 pb.ModelMetadataResponse,
             ),
-            "ModelInfer": (self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+            "ModelInfer": (self.infer, pb.ModelInferRequest, pb.ModelInferResponse),
             "ModelConfig": (self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
             "ModelStatistics": (
                 self.model_statistics,
@@ -75,57 +107,47 @@ class GrpcService:
                 pb.RepositoryModelUnloadResponse,
             ),
         }
-        methods = {
-            name: grpc.unary_unary_rpc_method_handler(
-                _guarded(fn),
-                request_deserializer=req.FromString,
-                response_serializer=resp.SerializeToString,
-            )
+        methods: dict[str, Method] = {
+            f"/{V2_SERVICE}/{name}": Unary(fn, req.FromString, resp.SerializeToString)
             for name, (fn, req, resp) in unary.items()
         }
-        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        methods[f"/{V2_SERVICE}/ModelStreamInfer"] = Streaming(
             self.model_stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+            pb.ModelInferRequest.FromString,
+            pb.ModelStreamInferResponse.SerializeToString,
         )
-        return grpc.method_handlers_generic_handler(V2_SERVICE, methods)
+        return methods
 
     # -- health and metadata ----------------------------------------------------------------------
 
-    async def server_live(self, req: Any, ctx: Any) -> pb.ServerLiveResponse:
+    async def server_live(self, req: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dp.live())
 
-    async def server_ready(self, req: Any, ctx: Any) -> pb.ServerReadyResponse:
+    async def server_ready(self, req: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dp.ready())
 
-    async def model_ready(self, req: pb.ModelReadyRequest, ctx: Any) -> pb.ModelReadyResponse:
+    async def model_ready(self, req: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.dp.model_ready(req.name, req.version or None))
 
-    async def server_metadata(self, req: Any, ctx: Any) -> pb.ServerMetadataResponse:
+    async def server_metadata(self, req: Any) -> pb.ServerMetadataResponse:
         m = self.dp.metadata()
         return pb.ServerMetadataResponse(
             name=m.name, version=m.version, extensions=list(m.extensions)
         )
 
-    async def model_metadata(
-        self, req: pb.ModelMetadataRequest, ctx: Any
-    ) -> pb.ModelMetadataResponse:
+    async def model_metadata(self, req: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         return codec.encode_metadata(self.dp.model_metadata(req.name, req.version or None))
 
-    async def model_config(self, req: pb.ModelConfigRequest, ctx: Any) -> pb.ModelConfigResponse:
+    async def model_config(self, req: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         return codec.encode_config(self.dp.model_config(req.name, req.version or None))
 
-    async def model_statistics(
-        self, req: pb.ModelStatisticsRequest, ctx: Any
-    ) -> pb.ModelStatisticsResponse:
+    async def model_statistics(self, req: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
         doc = self.dp.statistics(req.name or None, req.version or None)
         return codec.encode_statistics(doc)
 
     # -- repository -------------------------------------------------------------------------------
 
-    async def repository_index(
-        self, req: pb.RepositoryIndexRequest, ctx: Any
-    ) -> pb.RepositoryIndexResponse:
+    async def repository_index(self, req: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
         out = pb.RepositoryIndexResponse()
         for row in self.dp.repository_index(req.ready):
             out.models.add(
@@ -134,13 +156,13 @@ class GrpcService:
         return out
 
     async def repository_load(
-        self, req: pb.RepositoryModelLoadRequest, ctx: Any
+        self, req: pb.RepositoryModelLoadRequest
     ) -> pb.RepositoryModelLoadResponse:
         await self.dp.load(req.model_name, codec.parameters(req.parameters))
         return pb.RepositoryModelLoadResponse()
 
     async def repository_unload(
-        self, req: pb.RepositoryModelUnloadRequest, ctx: Any
+        self, req: pb.RepositoryModelUnloadRequest
     ) -> pb.RepositoryModelUnloadResponse:
         await self.dp.unload(req.model_name)
         return pb.RepositoryModelUnloadResponse()
@@ -163,12 +185,9 @@ class GrpcService:
         self.dp.record_request("grpc", req.model_name, response.model_version, None, _since(start))
         return encoded
 
-    async def model_infer(self, req: pb.ModelInferRequest, ctx: Any) -> pb.ModelInferResponse:
-        return await self.infer(req)
-
     async def model_stream_infer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], ctx: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, requests: AsyncIterator[pb.ModelInferRequest]
+    ) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
         """Each request of the stream is computed as it arrives (several at once); answers
         leave in the order they finish, errors as ``error_message`` on the stream (Triton's
         behaviour), so one bad request does not end the stream."""
@@ -215,44 +234,3 @@ class GrpcService:
 
 def _since(start: float) -> float:
     return time.perf_counter() - start
-
-
-def _guarded(fn: Handler) -> Handler:
-    """The RPC with mserve's errors turned into status codes and their messages."""
-
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await fn(request, context)
-        except MserveError as exc:
-            await context.abort(code_of(exc), exc.message)
-        except (grpc.RpcError, asyncio.CancelledError):
-            raise
-        except Exception:
-            log.exception("unhandled error in %s", getattr(fn, "__name__", "an RPC"))
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the log")
-
-    return call
-
-
-async def start_grpc(
-    service: GrpcService, host: str, port: int, max_message_bytes: int, shared: bool = False
-) -> grpc.aio.Server:
-    """Listen on ``host:port`` and serve; ``shared`` lets the workers of one server share the
-    port (SO_REUSEPORT), which is otherwise off so that a port in use is an error."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 1 if shared else 0),
-        ]
-    )
-    server.add_generic_rpc_handlers((service.handler(),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:  # grpcio raises where older versions returned 0
-        bound = 0
-    if bound == 0:
-        raise OSError("the address is in use or not available")
-    await server.start()
-    return server
