@@ -151,6 +151,41 @@ class OnnxFactory:
             [data],
         )
 
+    def counting_loop(self, width: int = 4) -> bytes:
+        """OUTPUT = X + max(N) (X FP32 [-1, width], N INT64 [-1, 1]), counted out by a ``Loop``
+        of max(N) iterations, a MatMul by the identity and an Add each: a request chooses how
+        long its execution runs (about 5 us an iteration; N = 10**9 never ends in a test)."""
+        eye = np.eye(width, dtype=np.float32)
+        body = helper.make_graph(
+            [
+                helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                helper.make_node("MatMul", ["y_in", "EYE"], ["m"]),
+                helper.make_node("Add", ["m", "ONE"], ["y_out"]),
+            ],
+            "count",
+            [
+                helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("y_in", TensorProto.FLOAT, ["rows", width]),
+            ],
+            [
+                helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("y_out", TensorProto.FLOAT, ["rows", width]),
+            ],
+            initializer=[
+                helper.make_tensor("EYE", TensorProto.FLOAT, eye.shape, eye.ravel()),
+                helper.make_tensor("ONE", TensorProto.FLOAT, [], [1.0]),
+            ],
+        )
+        return _model(
+            [
+                helper.make_node("ReduceMax", ["N"], ["TRIPS"], keepdims=0),
+                helper.make_node("Loop", ["TRIPS", "", "X"], ["OUTPUT"], body=body),
+            ],
+            [_value_info("X", "FP32", (-1, width)), _value_info("N", "INT64", (-1, 1))],
+            [_value_info("OUTPUT", "FP32", (-1, width))],
+        )
+
 
 @pytest.fixture(scope="session")
 def onnx_factory() -> OnnxFactory:

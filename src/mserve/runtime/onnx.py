@@ -10,6 +10,7 @@ import numpy as np
 from mserve.config import RuntimeOptions
 from mserve.errors import RepositoryError
 from mserve.protocol import TensorSpec
+from mserve.runtime.base import RunCancelled, RunHandle
 
 #: ONNX Runtime's type strings -> V2 datatypes.
 ORT_TYPES = {
@@ -57,7 +58,12 @@ def choose_providers(requested: tuple[str, ...], available: list[str], source: s
 
 
 class OnnxRuntime:
-    """One ONNX Runtime inference session. Thread safe: ``run`` releases the GIL."""
+    """One ONNX Runtime inference session. Thread safe: ``run`` releases the GIL.
+
+    Cancellable: each call of :meth:`infer_cancellable` runs with a ``RunOptions`` of its own,
+    whose ``terminate`` flag the stopping thread sets; ONNX Runtime checks it between kernels
+    (inside a ``Loop``'s iterations too) and the call returns with an error.
+    """
 
     platform = "onnxruntime_onnx"
     thread_safe = True
@@ -84,13 +90,37 @@ class OnnxRuntime:
         self._run_options = ort.RunOptions()
 
     def infer(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        feed: dict[str, Any] = inputs
-        if self._string_inputs:
-            feed = dict(inputs)
-            for name in self._string_inputs:
-                feed[name] = _to_str(inputs[name])
+        feed = self._feed(inputs) if self._string_inputs else inputs
         results = self._session.run(outputs, feed, self._run_options)
         return dict(zip(outputs, results, strict=True))
+
+    def infer_cancellable(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], run: RunHandle
+    ) -> dict[str, np.ndarray]:
+        """Like :meth:`infer`; ``run``'s stop sets ``terminate`` on this call's RunOptions."""
+        import onnxruntime as ort
+
+        feed = self._feed(inputs) if self._string_inputs else inputs
+        options = ort.RunOptions()
+
+        def stop() -> str:
+            options.terminate = True
+            return "the run was cancelled"
+
+        run.begin(stop)
+        try:
+            results = self._session.run(outputs, feed, options)
+        except Exception:
+            if run.cancelled:
+                raise RunCancelled("the run was cancelled (RunOptions.terminate)") from None
+            raise
+        return dict(zip(outputs, results, strict=True))
+
+    def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        feed: dict[str, Any] = dict(inputs)
+        for name in self._string_inputs:
+            feed[name] = _to_str(inputs[name])
+        return feed
 
     def close(self) -> None:
         # idempotent: a thread-safe runtime is shared by all instances, and each closes it

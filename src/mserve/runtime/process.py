@@ -4,13 +4,16 @@ the server.
 :class:`ProcessRuntime` opens the real runtime in a child started with ``spawn`` (a clean
 interpreter, no inherited threads or sockets) and forwards each ``infer`` over a pipe; arrays
 travel pickled. One child per instance, so instances compute in parallel on separate
-interpreters. A child that dies fails the call it was serving with a clear message, and the next
-call starts a fresh one.
+interpreters. A child that dies (a crash in the model, or a kill) fails the call it was serving
+with a clear message, and a fresh one starts at once in the background; the next call waits for
+it. A call can be stopped from another thread (:class:`~mserve.runtime.base.Cancellable`): the
+child computing it is killed, and restarted the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import signal
 import threading
@@ -21,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from mserve.config import RuntimeOptions
-from mserve.errors import RepositoryError
+from mserve.errors import MserveError, RepositoryError
 from mserve.protocol import TensorSpec
+from mserve.runtime.base import RunCancelled, RunHandle
+
+log = logging.getLogger("mserve.runtime")
 
 START_TIMEOUT_S = 120.0  # opening a big model in the child can take a while
 STOP_TIMEOUT_S = 10.0
@@ -71,6 +77,7 @@ class ProcessRuntime:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._process: Any = None
+        self._closed = False
         self.restarts = 0
         self.platform = ""
         self.inputs: tuple[TensorSpec, ...] = ()
@@ -79,8 +86,9 @@ class ProcessRuntime:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id (None once closed)."""
-        return None if self._process is None else int(self._process.pid)
+        """The child's process id (None while it restarts, and once closed)."""
+        process = self._process
+        return None if process is None else int(process.pid)
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
@@ -106,34 +114,82 @@ class ProcessRuntime:
             raise RepositoryError(None, reply[1])
         _, self.platform, self.inputs, self.outputs = reply
         self._conn, self._process = parent, process
+        log.debug("instance process %d serves %s", process.pid, source)
+
+    def _restart(self) -> None:
+        """Start a child in place of one that died, unless a call or close came first."""
+        with self._lock:
+            if self._closed or self._conn is not None:
+                return
+            try:
+                self._start()
+            except MserveError as exc:  # the next call tries again, and reports it
+                log.warning("cannot restart the instance process: %s", exc)
+                return
+            self.restarts += 1
+            log.info("restarted the instance process of %s (pid %d)", self._args[1], self.pid)
 
     def infer(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        return self._call(inputs, outputs, None)
+
+    def infer_cancellable(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], run: RunHandle
+    ) -> dict[str, np.ndarray]:
+        """Like :meth:`infer`; ``run``'s stop kills the child (a new one starts at once)."""
+        return self._call(inputs, outputs, run)
+
+    def _call(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], run: RunHandle | None
+    ) -> dict[str, np.ndarray]:
         with self._lock:
-            if self._conn is None:  # the last child died: start another for this call
+            if self._closed:
+                raise RuntimeError("the instance process was closed")
+            if self._conn is None:  # the background restart failed: try again for this call
                 self._start()
                 self.restarts += 1
-            conn = self._conn
+            conn, process = self._conn, self._process
             assert conn is not None
+            pid = process.pid
+            if run is not None:
+
+                def stop() -> str:
+                    process.kill()
+                    return f"the instance process (pid {pid}) was killed and a new one is starting"
+
+                run.begin(stop)
             try:
                 conn.send((inputs, outputs))
                 reply = conn.recv()
             except (EOFError, BrokenPipeError, ConnectionResetError):
-                process = self._process
-                process.join(STOP_TIMEOUT_S)
-                conn.close()
-                self._conn = self._process = None
+                self._lost()
+                if run is not None and run.cancelled:
+                    raise RunCancelled(f"the instance process (pid {pid}) was killed") from None
                 raise InstanceProcessError(
-                    f"the instance process (pid {process.pid}) exited during the call "
-                    f"({_exit(process)}); the next call starts a new one"
+                    f"the instance process (pid {pid}) exited during the call "
+                    f"({_exit(process)}); a new one is starting"
                 ) from None
+            if run is not None and run.cancelled:  # killed just as it answered
+                self._lost()
+                raise RunCancelled(f"the instance process (pid {pid}) was killed")
         if reply[0] == "ok":
             return reply[1]
         raise RuntimeError(f"{reply[1]}: {reply[2]}")
+
+    def _lost(self) -> None:
+        """Reap the child that died (or was killed) and start another in the background; the
+        lock is held, so the restart waits for the caller to finish."""
+        process, conn = self._process, self._conn
+        process.join(STOP_TIMEOUT_S)
+        assert conn is not None
+        conn.close()
+        self._conn = self._process = None
+        threading.Thread(target=self._restart, name="mserve-instance-restart", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
             conn, process = self._conn, self._process
             self._conn = self._process = None
+            self._closed = True
         if conn is None or process is None:
             return
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -151,7 +207,7 @@ def _exit(process: Any) -> str:
         return "still running"
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"killed by {signal.Signals(-code).name} (signal {-code})"
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
