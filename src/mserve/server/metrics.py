@@ -155,13 +155,13 @@ class Family:
         self.labels(*labels)[0] = float(value)
 
     def samples(self) -> list[list[Any]]:
+        # list(): a copy taken at once, as a model loading on another thread may add a child
+        children = list(self.children.items())
         if self.kind == "histogram":
-            return [
-                [list(k), list(h.counts), h.sum, list(h.bounds)] for k, h in self.children.items()
-            ]
+            return [[list(k), list(h.counts), h.sum, list(h.bounds)] for k, h in children]
         if self.kind == "counter":
-            return [[list(k), c.value] for k, c in self.children.items()]
-        return [[list(k), g[0]] for k, g in self.children.items()]
+            return [[list(k), c.value] for k, c in children]
+        return [[list(k), g[0]] for k, g in children]
 
 
 class Registry:
@@ -536,6 +536,16 @@ class ServerMetrics:
             "How long loading and warming up the model version took.",
             _MV,
             merge="max",
+        )
+        self.load_failures = r.counter(
+            "mserve_model_load_failures_total",
+            "Loads of the model that failed (at start-up, through the load API or by polling).",
+            ("model",),
+        )
+        self.reloads = r.counter(
+            "mserve_model_reloads_total",
+            "Reloads of a serving model whose new versions switched in.",
+            ("model",),
         )
         self.cpu = r.counter(
             "process_cpu_seconds_total", "CPU time of the workers (user + system)."
