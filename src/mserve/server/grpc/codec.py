@@ -20,6 +20,7 @@ from mserve.protocol import (
     RequestedOutput,
     Tensor,
     array_from_raw,
+    check_shape,
     raw_bytes,
 )
 from mserve.wire import inference_pb2 as pb
@@ -74,6 +75,7 @@ def decode_infer(req: pb.ModelInferRequest) -> InferRequest:
         shape = list(t.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(model, t.name, f"shape must hold integers >= 0, got {shape}")
+        check_shape(shape, t.name, model)
         if raw:
             if t.HasField("contents"):
                 raise InvalidInput(

@@ -7,7 +7,6 @@ Pure functions of their inputs: no sockets, no model state. Every malformed body
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from mserve.protocol import (
     Tensor,
     TensorSpec,
     bytes_elements,
+    check_shape,
     element_size,
     json_values,
     raw_bytes,
@@ -143,6 +143,7 @@ def _decode_input(
         for d in shape  # bool is not a dimension
     ):
         raise InvalidInput(model, name, f"shape must be a list of integers >= 0, got {shape!r}")
+    check_shape(shape, name, model)
     count = 1
     for d in shape:
         count *= d
@@ -194,7 +195,7 @@ def _array_from_json(
             elif isinstance(v, dict) and isinstance(v.get("b64"), str):
                 try:
                     arr[i] = base64.b64decode(v["b64"])
-                except binascii.Error as exc:
+                except ValueError as exc:  # binascii.Error, or text that is not ASCII
                     raise InvalidInput(
                         model, name, f"element {i} is not valid base64 ({exc})"
                     ) from None

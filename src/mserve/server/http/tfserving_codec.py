@@ -10,14 +10,20 @@ expected; a method a model cannot answer raises :class:`~mserve.errors.Unsupport
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from mserve.errors import InvalidInput, InvalidRequest, MalformedRequest, Unsupported
-from mserve.protocol import DATATYPES, TF_DATATYPES, RepositoryEntry, Tensor, TensorSpec
+from mserve.protocol import (
+    DATATYPES,
+    MAX_DIMS,
+    TF_DATATYPES,
+    RepositoryEntry,
+    Tensor,
+    TensorSpec,
+)
 from mserve.server.http import codec
 
 SIGNATURE = "serving_default"
@@ -177,6 +183,8 @@ def _array(value: object, spec: TensorSpec, model: str, key: str = "inputs") -> 
     except ValueError as exc:
         _walk(value, spec, model, key)  # raises, naming the ragged place
         raise InvalidInput(model, spec.name, f"values do not form a tensor ({exc})") from None
+    if natural.ndim > MAX_DIMS:
+        _walk(value, spec, model, key)  # raises: nested too deep
     if natural.dtype.kind == "O":
         raise InvalidInput(model, spec.name, f"values must be numbers for {spec.datatype}")
     # a big unsigned integer among small ones reads as float64: let the V2 check see the JSON
@@ -189,15 +197,22 @@ def _walk(
 ) -> tuple[tuple[int, ...], list[Any]]:
     """Shape and row-major elements of nested lists; InvalidInput where they are ragged."""
 
-    def walk(v: object, where: str) -> tuple[int, ...]:
+    def walk(v: object, where: str, depth: int) -> tuple[int, ...]:
         if not isinstance(v, list):
             flat.append(v)
             return ()
+        if depth == MAX_DIMS:
+            raise InvalidInput(
+                model,
+                spec.name,
+                f"values nest deeper than {MAX_DIMS} lists; expected shape "
+                f"{list(spec.shape)} (-1 is free)",
+            )
         if not v:
             return (0,)
-        first = walk(v[0], f"{where}[0]")
+        first = walk(v[0], f"{where}[0]", depth + 1)
         for i, item in enumerate(v[1:], 1):
-            got = walk(item, f"{where}[{i}]")
+            got = walk(item, f"{where}[{i}]", depth + 1)
             if got != first:
                 raise InvalidInput(
                     model,
@@ -208,7 +223,7 @@ def _walk(
         return (len(v), *first)
 
     flat: list[Any] = []
-    return walk(value, key), flat
+    return walk(value, key, 0), flat
 
 
 def _element_bytes(v: object, i: int, spec: TensorSpec, model: str) -> bytes:
@@ -217,7 +232,7 @@ def _element_bytes(v: object, i: int, spec: TensorSpec, model: str) -> bytes:
     if isinstance(v, dict) and _is_b64(v):
         try:
             return base64.b64decode(v["b64"], validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or text that is not ASCII
             raise InvalidInput(
                 model, spec.name, f"element {i} is not valid base64 ({exc})"
             ) from None
