@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
+
+from mserve.bench.tls import ClientTls
 
 #: on_done(connection, status, body, error_kind): status 0 and an error kind on failure.
 OnDone = Callable[["Http1Connection", int, bytes, str | None], None]
@@ -112,12 +115,41 @@ class Http1Connection(asyncio.Protocol):
 
 
 async def connect(
-    host: str, port: int, on_done: OnDone, keep_body: bool = False
+    host: str, port: int, on_done: OnDone, keep_body: bool = False, tls: ClientTls | None = None
 ) -> Http1Connection:
-    """Open one connection (TCP_NODELAY is set by asyncio for TCP transports)."""
+    """Open one connection (TCP_NODELAY is set by asyncio for TCP transports); with ``tls``,
+    over TLS offering ALPN ``http/1.1``, the handshake done before it returns."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(lambda: Http1Connection(on_done, keep_body), host, port)
+    if tls is None:
+        _, proto = await loop.create_connection(
+            lambda: Http1Connection(on_done, keep_body), host, port
+        )
+    else:
+        _, proto = await loop.create_connection(
+            lambda: Http1Connection(on_done, keep_body),
+            host,
+            port,
+            ssl=tls.context("http/1.1"),
+            server_hostname=host,
+        )
     return proto
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConnect:
+    """:func:`connect` over TLS, as a :data:`Connect` that pickles (for generator processes)."""
+
+    tls: ClientTls
+
+    async def __call__(
+        self, host: str, port: int, on_done: OnDone, keep_body: bool = False
+    ) -> Http1Connection:
+        return await connect(host, port, on_done, keep_body, self.tls)
+
+
+def connector(tls: ClientTls | None) -> Connect:
+    """How a target's generator connections open: plain :func:`connect`, or over ``tls``."""
+    return connect if tls is None else TlsConnect(tls)
 
 
 def build_request(

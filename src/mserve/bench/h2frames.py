@@ -8,6 +8,8 @@ re-exported here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mserve.errors import Unavailable
 from mserve.wire.http2 import (
     ACK,
@@ -85,12 +87,23 @@ def grpc_payload(body: bytes) -> bytes:
     return body[5 : 5 + int.from_bytes(body[1:5], "big")]
 
 
-def header_block(authority: str, path: str) -> bytes:
-    """The HPACK block of a gRPC request. It uses static-table entries and literals that are
-    not indexed, so no dynamic table is needed and the block is valid on any connection."""
-    out = bytearray(b"\x83\x86")  # static entries 3 and 6: ":method POST", ":scheme http"
+def header_block(
+    authority: str,
+    path: str,
+    metadata: Sequence[tuple[str, str]] = (),
+    scheme: str = "http",
+) -> bytes:
+    """The HPACK block of a gRPC request, with ``metadata`` (lower-case names) after the
+    bench's own fields; ``scheme`` is https over TLS. It uses static-table entries and literals
+    that are not indexed, so no dynamic table is needed and the block is valid on any
+    connection."""
+    out = bytearray(b"\x83")  # static entry 3: ":method POST"
+    out.append(0x87 if scheme == "https" else 0x86)  # static 7 / 6: ":scheme https" / "http"
     for index, value in ((4, path), (1, authority), (31, "application/grpc")):  # :path ...
         hpack_literal(out, index, value.encode())
     hpack_literal(out, b"te", b"trailers")
-    hpack_literal(out, 58, b"mserve-bench")  # user-agent
+    if all(name != "user-agent" for name, _ in metadata):
+        hpack_literal(out, 58, b"mserve-bench")  # user-agent
+    for name, value in metadata:
+        hpack_literal(out, name.encode("ascii"), value.encode("latin-1"))
     return bytes(out)

@@ -17,7 +17,8 @@ Only the parts of HTTP/2 (RFC 9113) that such a client needs are here:
 
 The request header block never uses the dynamic table: it has static-table entries and
 literals that are not indexed. So it is encoded once per connection, and no per-request HPACK
-work remains. There is no TLS, no server push and no priority.
+work remains; the user's metadata (``-H``) rides in it. Over TLS (``grpcs://``) the connection
+offers ALPN ``h2``. There is no server push and no priority.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 import hpack
 
 from mserve.bench.h2frames import RECV_WINDOW, grpc_payload, header_block
+from mserve.bench.tls import ClientTls, failure_reason
 from mserve.errors import Unavailable
 from mserve.wire.http2 import (
     ACK,
@@ -111,10 +113,18 @@ class GrpcConnection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, on_done: OnDone, keep_body: bool, authority: str, path: str) -> None:
+    def __init__(
+        self,
+        on_done: OnDone,
+        keep_body: bool,
+        authority: str,
+        path: str,
+        metadata: Sequence[tuple[str, str]] = (),
+        scheme: str = "http",
+    ) -> None:
         self._on_done = on_done
         self._keep_body = keep_body
-        self._block = header_block(authority, path)
+        self._block = header_block(authority, path, metadata, scheme)
         if len(self._block) > DEFAULT_FRAME:
             raise ValueError(f"request headers too long for one frame: {authority}{path}")
         self._headers_head = frame(HEADERS, END_HEADERS, 0, self._block)[:5]  # less the id
@@ -450,14 +460,33 @@ async def connect(
     keep_body: bool = False,
     path: str = "/",
     timeout: float = 10.0,
+    metadata: Sequence[tuple[str, str]] = (),
+    tls: ClientTls | None = None,
 ) -> GrpcConnection:
-    """Open one connection for calls to ``path`` and wait for the HTTP/2 handshake (OSError,
-    ConnectionError or TimeoutError included, when it fails)."""
+    """Open one connection for calls to ``path``, each carrying ``metadata``, and wait for the
+    HTTP/2 handshake (OSError, ssl.SSLError, ConnectionError or TimeoutError when it fails).
+    With ``tls`` the TLS handshake comes first, offering ALPN ``h2``."""
     loop = asyncio.get_running_loop()
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    _, proto = await loop.create_connection(
-        lambda: GrpcConnection(on_done, keep_body, authority, path), host, port
-    )
+    scheme = "http" if tls is None else "https"
+
+    def factory() -> GrpcConnection:
+        return GrpcConnection(on_done, keep_body, authority, path, metadata, scheme)
+
+    if tls is None:
+        transport, proto = await loop.create_connection(factory, host, port)
+    else:
+        transport, proto = await asyncio.wait_for(
+            loop.create_connection(
+                factory, host, port, ssl=tls.context("h2"), server_hostname=host
+            ),
+            timeout,
+        )
+        ssl_object = transport.get_extra_info("ssl_object")
+        chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if chosen not in (None, "h2"):
+            transport.close()
+            raise ConnectionError(f"the server chose {chosen} over TLS, not HTTP/2 (ALPN h2)")
     try:
         await asyncio.wait_for(proto.handshake(), timeout)
     except BaseException:
@@ -467,9 +496,16 @@ async def connect(
 
 
 async def unary(
-    host: str, port: int, path: str, message: bytes, timeout: float = 10.0
+    host: str,
+    port: int,
+    path: str,
+    message: bytes,
+    timeout: float = 10.0,
+    metadata: Sequence[tuple[str, str]] = (),
+    tls: ClientTls | None = None,
 ) -> tuple[int, str, bytes]:
-    """One unary call on a fresh connection (the control plane, never the hot path).
+    """One unary call on a fresh connection (the control plane, never the hot path), with
+    ``metadata``, over ``tls`` when given.
 
     Returns (grpc status code, grpc message, serialized response message); Unavailable when
     the server cannot be reached or gives no gRPC answer."""
@@ -480,12 +516,13 @@ async def unary(
         if not answered.done():
             answered.set_result((error, body))
 
-    where = f"grpc://{host}:{port}{path}"
+    where = f"{'grpc' if tls is None else 'grpcs'}://{host}:{port}{path}"
     try:
-        conn = await connect(host, port, on_done, True, path, timeout)
-    except OSError as exc:  # TimeoutError and ConnectionError included
-        reason = (exc.strerror if exc.strerror else str(exc)) or f"timed out after {timeout} s"
-        raise Unavailable(f"cannot connect to {where}: {reason}") from None
+        conn = await connect(host, port, on_done, True, path, timeout, metadata, tls)
+    except TimeoutError:
+        raise Unavailable(f"cannot connect to {where}: timed out after {timeout} s") from None
+    except OSError as exc:  # ConnectionError and ssl.SSLError included
+        raise Unavailable(f"cannot connect to {where}: {failure_reason(exc)}") from None
     try:
         conn.send(grpc_message(message), time.perf_counter_ns())
         async with asyncio.timeout(timeout):

@@ -19,6 +19,8 @@ examples:
   mserve bench http://127.0.0.1:8000 -m digits --rate 100:1000:300 --arrival poisson
   mserve bench http://127.0.0.1:8000 -m digits --concurrency 1 --slo p99=5ms --json
   mserve bench http://127.0.0.1:9000/score --protocol http --body req.json --rate 200
+  mserve bench https://host:8000 -m digits -H 'Authorization: Bearer KEY' --ca-file ca.pem
+  mserve bench grpcs://host:8001 -m digits --protocol v2-grpc -H 'Authorization: Bearer KEY'
 
 Latency in open loop (--rate) counts from each request's intended send time, so a server
 that stalls cannot hide it (no coordinated omission). Each step is VALID or INVALID with its
@@ -49,9 +51,32 @@ def register(sub: Any) -> None:
         choices=["v2-json", "v2-binary", "v2-grpc", "tfserving", "http"],
         help=(
             "how to talk to the target: V2 JSON or binary tensors, V2 over gRPC (URL "
-            "grpc://HOST:PORT), TF Serving's REST API (row-format :predict), or any HTTP "
-            "endpoint (default: v2-json)"
+            "grpc://HOST:PORT, or grpcs:// over TLS), TF Serving's REST API (row-format "
+            ":predict), or any HTTP endpoint (default: v2-json)"
         ),
+    )
+    sec = p.add_argument_group("headers and TLS (https:// and grpcs:// URLs)")
+    sec.add_argument(
+        "-H",
+        "--header",
+        dest="headers",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header for every request, metadata and statistics reads included, e.g. "
+        "-H 'Authorization: Bearer KEY' (repeatable; over gRPC as metadata, the name "
+        "lower-cased; saved runs keep the name, not the value)",
+    )
+    sec.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PEM",
+        help="CA certificate(s) that verify the server's certificate (default: the system's)",
+    )
+    sec.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate: for testing only, never in production",
     )
     load = p.add_argument_group("load")
     load.add_argument(
@@ -205,9 +230,13 @@ def _loads(args: argparse.Namespace) -> list[Any]:
 
 
 def _target(args: argparse.Namespace) -> Any:
+    from mserve.bench.headers import parse_headers
     from mserve.bench.targets import make_target
+    from mserve.bench.tls import ClientTls
     from mserve.bench.workload import parse_shapes
 
+    headers = parse_headers(args.headers)
+    tls = ClientTls.from_options(args.ca_file, args.insecure)
     if args.protocol == "http":
         return make_target(
             "http",
@@ -217,6 +246,8 @@ def _target(args: argparse.Namespace) -> Any:
             content_type=args.content_type,
             expect_status=args.expect_status,
             expect_contains=args.expect_contains,
+            headers=headers,
+            tls=tls,
         )
     if not args.model:
         raise ValueError(f"--protocol {args.protocol} needs the model's name: -m MODEL")
@@ -231,11 +262,14 @@ def _target(args: argparse.Namespace) -> Any:
         input_data=args.input_data,
         expect=args.expect,
         tolerance=args.tolerance,
+        headers=headers,
+        tls=tls,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from mserve.bench import gates
+    from mserve.bench.headers import redact_command
     from mserve.bench.report import PlotlyMissing, report_format, write_report
     from mserve.bench.result import Settings
     from mserve.bench.runner import benchmark
@@ -277,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
     )
     view = LiveView(enabled=not args.quiet)
     with view:
-        result = _run_loop(benchmark(target, loads, settings, slo, view.update, sys.argv[1:]))
+        command = redact_command(sys.argv[1:])  # a key never reaches a saved run
+        result = _run_loop(benchmark(target, loads, settings, slo, view.update, command))
     doc = json.dumps(result, indent=2)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(result)
     if all(step["count"] == 0 for step in result["steps"]):
-        print("mserve bench: every request failed", file=sys.stderr)
+        print(f"mserve bench: every request failed{_refusal_hint(result)}", file=sys.stderr)
         return FAILURE
     broken = gates.check_asserts(result, asserts)
     if baseline is not None:
@@ -304,6 +339,21 @@ def run(args: argparse.Namespace) -> int:
     for line in broken:
         print(f"mserve bench: gate broken: {line}", file=sys.stderr)
     return FAILURE if broken else OK
+
+
+def _refusal_hint(result: dict[str, Any]) -> str:
+    """What to do when the server refused the requests (401 / 403, gRPC UNAUTHENTICATED or
+    PERMISSION_DENIED), as a plain HTTP target, which reads nothing first, learns it."""
+    from mserve.bench.headers import NEEDS_KEY
+
+    refusals = {"http_401", "http_403", "grpc_16", "grpc_7"}
+    kinds = {
+        kind
+        for step in result["steps"]
+        for errors in (step.get("errors", {}), step.get("warmup", {}).get("errors", {}))
+        for kind in errors
+    }
+    return f" ({', '.join(sorted(kinds & refusals))}): {NEEDS_KEY}" if kinds & refusals else ""
 
 
 def _baseline(ref: str, db: str | None) -> dict[str, Any]:

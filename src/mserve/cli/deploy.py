@@ -7,9 +7,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mserve.cli.exit_codes import FAILURE, OK, USAGE
+
+if TYPE_CHECKING:
+    from mserve.deploy.prometheus import ScrapeSecurity
 
 MONITORING_EPILOG = """\
 files written into OUT (created if missing, replaced if present):
@@ -20,6 +23,8 @@ files written into OUT (created if missing, replaced if present):
 examples:
   mserve deploy monitoring ops/
   mserve deploy monitoring ops/ --p99-ms 50 --error-ratio 0.001 --target 10.0.0.5:8000
+  mserve deploy monitoring ops/ --target host:8000 --scheme https --ca-file /etc/mserve/ca.pem \
+      --bearer-token-file /etc/mserve/metrics.key
   prometheus --config.file=ops/prometheus.yml
 """
 
@@ -83,6 +88,28 @@ def _register_monitoring(targets: Any) -> None:
         metavar="HOST:PORT",
         help="a server for prometheus.yml to scrape; repeatable (default 127.0.0.1:8000)",
     )
+    sec = p.add_argument_group(
+        "a secured server (paths as Prometheus sees them; relative to prometheus.yml's folder)"
+    )
+    sec.add_argument(
+        "--scheme",
+        choices=["http", "https"],
+        default=None,
+        help="how prometheus.yml scrapes the targets (default: https with --ca-file, else http)",
+    )
+    sec.add_argument(
+        "--bearer-token-file",
+        metavar="PATH",
+        default=None,
+        help="a file holding an API key with the metrics scope, sent as 'Authorization: "
+        "Bearer KEY' (Prometheus' authorization.credentials_file)",
+    )
+    sec.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        default=None,
+        help="CA certificate(s) that verify the targets' certificates (tls_config.ca_file)",
+    )
     p.add_argument("--json", action="store_true", help='print {"files": [...]} to stdout')
     p.set_defaults(run=run_monitoring)
 
@@ -97,7 +124,8 @@ def run_monitoring(args: argparse.Namespace) -> int:
             queue_fraction=args.queue_fraction,
             drift_psi=args.drift_psi,
         )
-        paths = write_monitoring_assets(args.out, thresholds, args.target)
+        security = _security(args)
+        paths = write_monitoring_assets(args.out, thresholds, args.target, security)
     except ValueError as exc:
         print(f"mserve deploy monitoring: error: {exc}", file=sys.stderr)
         return USAGE
@@ -110,3 +138,14 @@ def run_monitoring(args: argparse.Namespace) -> int:
         for path in paths:
             print(f"wrote {path}", file=sys.stderr)
     return OK
+
+
+def _security(args: argparse.Namespace) -> ScrapeSecurity | None:
+    """The ScrapeSecurity of --scheme, --bearer-token-file and --ca-file; None when none is
+    given (ValueError for a wrong combination, before any file is written)."""
+    from mserve.deploy.prometheus import ScrapeSecurity
+
+    if args.scheme is None and args.bearer_token_file is None and args.ca_file is None:
+        return None
+    scheme = args.scheme or ("https" if args.ca_file is not None else "http")
+    return ScrapeSecurity(scheme, args.bearer_token_file, args.ca_file)

@@ -14,6 +14,8 @@ from rich.console import RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from mserve.bench.headers import parse_headers
+from mserve.bench.tls import ClientTls
 from mserve.cli.console import console
 from mserve.cli.exit_codes import OK, USAGE
 from mserve.errors import ModelNotFound, MserveError
@@ -30,12 +32,14 @@ figures (each over the last interval):
   batch           rows per model execution; queued: requests waiting now
 
 servers: mserve (mserve_* metrics) and Triton (nv_inference_*; its metrics port, 8002 by
-default). Exit codes: 0 done, 4 the URL answers without such metrics, 5 it cannot be reached.
+default). Exit codes: 0 done, 1 the server refuses the key (401 / 403), 4 the URL answers
+without such metrics, 5 it cannot be reached.
 
 examples:
   mserve monitor http://127.0.0.1:8000
   mserve monitor http://127.0.0.1:8002/metrics --model resnet --interval 2
   mserve monitor 127.0.0.1:8000 --json --count 60 > figures.jsonl
+  mserve monitor https://host:8000 -H 'Authorization: Bearer KEY' --ca-file ca.pem
 """
 
 
@@ -51,7 +55,7 @@ def register(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("url", metavar="URL", help="the server (http://host:port) or its metrics URL")
+    p.add_argument("url", metavar="URL", help="the server (http[s]://host:port) or its metrics URL")
     p.add_argument(
         "--interval",
         type=_positive,
@@ -85,6 +89,27 @@ def register(sub: Any) -> None:
         metavar="S",
         help="seconds to wait for each scrape (default: 5.0)",
     )
+    p.add_argument(
+        "-H",
+        "--header",
+        dest="headers",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header for every scrape, e.g. -H 'Authorization: Bearer KEY' (a key with the "
+        "metrics scope; repeatable)",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PEM",
+        help="CA certificate(s) that verify an https server (default: the system's)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate: for testing only, never in production",
+    )
     p.set_defaults(run=run)
 
 
@@ -101,13 +126,14 @@ def _positive(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     try:
         url = metrics_url(args.url)
+        tls = ClientTls.from_options(args.ca_file, args.insecure)
+        scrape = HttpScraper(url, args.timeout, parse_headers(args.headers), tls)
     except ValueError as exc:
         print(f"mserve monitor: error: {exc}", file=sys.stderr)
         return USAGE
     if args.count is not None and args.count < 1:
         print("mserve monitor: error: --count must be at least 1", file=sys.stderr)
         return USAGE
-    scrape = HttpScraper(url, args.timeout)
     out = console()
     started = time.monotonic()
     try:

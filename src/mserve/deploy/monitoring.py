@@ -16,6 +16,7 @@ from mserve.deploy.prometheus import (
     ALERTS_FILE,
     SERVER_FAILURES,
     AlertThresholds,
+    ScrapeSecurity,
     alert_rules,
     prometheus_scrape_config,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "PROMETHEUS_FILE",
     "SERVER_FAILURES",
     "AlertThresholds",
+    "ScrapeSecurity",
     "alert_rules",
     "grafana_dashboard",
     "prometheus_scrape_config",
@@ -40,11 +42,13 @@ def write_monitoring_assets(
     out: Path,
     thresholds: AlertThresholds | None = None,
     targets: Sequence[str] | None = None,
+    security: ScrapeSecurity | None = None,
 ) -> list[Path]:
     """Write grafana-dashboard.json, mserve-alerts.yaml and prometheus.yml into ``out``
     (created if missing, files replaced); returns their paths in that order. ``targets``
-    defaults to ``127.0.0.1:8000``."""
-    scrape = prometheus_scrape_config(list(targets or ["127.0.0.1:8000"]))
+    defaults to ``127.0.0.1:8000``; ``security``: how Prometheus reaches a server with TLS or
+    API keys."""
+    scrape = prometheus_scrape_config(list(targets or ["127.0.0.1:8000"]), security=security)
     texts = {
         DASHBOARD_FILE: json.dumps(grafana_dashboard(), indent=2) + "\n",
         ALERTS_FILE: yaml.safe_dump(alert_rules(thresholds), sort_keys=False),

@@ -1,5 +1,6 @@
-"""Prometheus alert rules and a minimal scrape config over mserve's metrics (docs/monitoring.md):
-pure functions returning dicts ready for ``yaml.safe_dump``."""
+"""Prometheus alert rules and a minimal scrape config over mserve's metrics (docs/monitoring.md),
+for open or secured servers (HTTPS, an API key): pure functions returning dicts ready for
+``yaml.safe_dump``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ __all__ = [
     "ALERTS_FILE",
     "SERVER_FAILURES",
     "AlertThresholds",
+    "ScrapeSecurity",
     "alert_rules",
     "prometheus_scrape_config",
 ]
@@ -141,10 +143,46 @@ def _duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def prometheus_scrape_config(targets: list[str], interval_s: float = 15) -> dict:
+@dataclass(frozen=True)
+class ScrapeSecurity:
+    """How Prometheus reaches a secured server: over ``scheme`` (https verified by the CA
+    certificates of ``ca_file``, or the system's), sending the API key held in
+    ``bearer_token_file`` as ``Authorization: Bearer KEY``. Paths are as Prometheus sees them;
+    a relative one is relative to the directory of prometheus.yml."""
+
+    scheme: str = "http"
+    bearer_token_file: str | None = None
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("http", "https"):
+            raise ValueError(f"scheme must be http or https, got {self.scheme!r}")
+        if self.ca_file is not None and self.scheme != "https":
+            raise ValueError("a CA file verifies an https server; set the scheme to https")
+        for name in ("bearer_token_file", "ca_file"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ValueError(f"{name} must be a path, got {value!r}")
+
+    def scrape_fields(self) -> dict[str, Any]:
+        """The fields of a scrape_config that say so (none for plain http without a key)."""
+        out: dict[str, Any] = {}
+        if self.scheme == "https":
+            out["scheme"] = "https"
+        if self.bearer_token_file is not None:
+            out["authorization"] = {"type": "Bearer", "credentials_file": self.bearer_token_file}
+        if self.ca_file is not None:
+            out["tls_config"] = {"ca_file": self.ca_file}
+        return out
+
+
+def prometheus_scrape_config(
+    targets: list[str], interval_s: float = 15, security: ScrapeSecurity | None = None
+) -> dict:
     """A minimal prometheus.yml: job ``mserve`` scraping ``/metrics`` of ``targets``
-    (``HOST:PORT``, no scheme) every ``interval_s`` seconds, with the rules of
-    :func:`alert_rules` loaded from ``mserve-alerts.yaml`` beside it."""
+    (``HOST:PORT``, no scheme) every ``interval_s`` seconds, over https and with an API key
+    when ``security`` says so, with the rules of :func:`alert_rules` loaded from
+    ``mserve-alerts.yaml`` beside it."""
     if not targets:
         raise ValueError("at least one target HOST:PORT is needed")
     for target in targets:
@@ -158,6 +196,7 @@ def prometheus_scrape_config(targets: list[str], interval_s: float = 15) -> dict
             {
                 "job_name": "mserve",
                 "metrics_path": "/metrics",
+                **(security.scrape_fields() if security is not None else {}),
                 "static_configs": [{"targets": list(targets)}],
             }
         ],

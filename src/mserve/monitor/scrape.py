@@ -1,7 +1,9 @@
-"""Fetching ``/metrics`` over HTTP: the only I/O of the monitor.
+"""Fetching ``/metrics`` over HTTP or HTTPS: the only I/O of the monitor.
 
 A scraper is any callable that returns a :class:`Snapshot`; :class:`HttpScraper` is the real one
-and a test passes a function over fixed texts instead.
+and a test passes a function over fixed texts instead. Headers (an API key) and the TLS
+settings are the bench's (:mod:`mserve.bench.headers`, :mod:`mserve.bench.tls`), so both tools
+take and word them alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from mserve.bench.headers import refused
+from mserve.bench.tls import ClientTls, failure_reason, for_scheme
 from mserve.errors import NotFound, Unavailable
 from mserve.monitor.snapshot import Snapshot, UnrecognisedMetrics, parse
 
@@ -28,7 +32,9 @@ def metrics_url(url: str) -> str:
         url = "http://" + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"unsupported URL scheme '{parts.scheme}' in {url}; expected http")
+        raise ValueError(
+            f"unsupported URL scheme '{parts.scheme}' in {url}; expected http or https"
+        )
     if not parts.hostname:
         raise ValueError(f"no host in URL {url}; expected e.g. http://127.0.0.1:8000")
     path = parts.path.rstrip("/")
@@ -40,28 +46,44 @@ def metrics_url(url: str) -> str:
 class HttpScraper:
     """GET ``url`` (a metrics URL) and parse it, each call within ``timeout`` seconds.
 
-    Raises Unavailable when nothing answers (no connection, a time-out) and NotFound when
-    something answers without mserve's or Triton's metrics (another status, other text).
+    ``headers`` go with each request (``Authorization: Bearer KEY``); an https URL is verified
+    with ``tls`` (default: the system's CAs). Raises Unavailable when nothing answers (no
+    connection, a time-out, a certificate not verified), Unauthenticated / Forbidden for a 401 /
+    403, and NotFound when something answers without mserve's or Triton's metrics (another
+    status, other text). ValueError when ``tls`` comes with an http URL.
     """
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+        tls: ClientTls | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.headers = {"Accept": "text/plain", **(headers or {})}
+        self.tls = for_scheme(urlsplit(url).scheme, tls, url)
 
     def __call__(self) -> Snapshot:
-        request = urllib.request.Request(self.url, headers={"Accept": "text/plain"})
+        request = urllib.request.Request(self.url, headers=self.headers)
+        context = self.tls.context("http/1.1") if self.tls is not None else None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read(MAX_BYTES)
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as r:
+                body = r.read(MAX_BYTES)
         except urllib.error.HTTPError as exc:
+            detail = exc.read(4096) if exc.code in (401, 403) else b""
             exc.close()
+            if exc.code in (401, 403):
+                raise refused(exc.code, detail, f"GET {self.url}") from None
             raise NotFound(
                 f"{self.url} answered HTTP {exc.code} {exc.reason}; expected Prometheus metrics"
                 f"{_hint(self.url)}"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise Unavailable(f"cannot reach {self.url}: {reason}") from None
+            why = failure_reason(reason) if isinstance(reason, BaseException) else reason
+            raise Unavailable(f"cannot reach {self.url}: {why}") from None
         taken = time.monotonic()
         try:
             return parse(body.decode("utf-8", errors="replace"), taken)

@@ -1,12 +1,15 @@
-"""Any HTTP endpoint: a fixed request body, judged by status code and, optionally, content."""
+"""Any HTTP or HTTPS endpoint: a fixed request body (with the user's headers), judged by status
+code and, optionally, content."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mserve.bench.connection import build_request
+from mserve.bench.connection import build_request, connector
 from mserve.bench.fetch import Endpoint
+from mserve.bench.headers import merged
 from mserve.bench.targets.base import Check, Prepared, ServerStats
+from mserve.bench.tls import ClientTls, for_scheme
 from mserve.errors import InvalidRequest
 
 
@@ -25,8 +28,11 @@ class PlainHttpTarget:
         expect_status: int = 200,
         expect_contains: str | None = None,
         headers: dict[str, str] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
+        """``headers`` go with every request; ``tls`` verifies an https:// server."""
         self.endpoint = Endpoint.parse(url)
+        self.tls = for_scheme(self.endpoint.scheme, tls, url)
         self.method = method.upper()
         self.body_path = body
         self.content_type = content_type
@@ -40,9 +46,7 @@ class PlainHttpTarget:
             if not self.body_path.is_file():
                 raise InvalidRequest(f"--body {self.body_path}: no such file")
             body = self.body_path.read_bytes()
-        headers = dict(self.headers)
-        if body:
-            headers.setdefault("Content-Type", self.content_type)
+        headers = merged({"Content-Type": self.content_type} if body else {}, self.headers)
         request = build_request(
             self.method, self.endpoint.authority, self.endpoint.base_path or "/", body, headers
         )
@@ -52,6 +56,7 @@ class PlainHttpTarget:
             requests=[request],
             check=self._check(),
             keep_body=self.expect_contains is not None,
+            connect=connector(self.tls),
             description={
                 "protocol": self.protocol,
                 "url": str(self.endpoint),

@@ -4,6 +4,7 @@ Works against TensorFlow Serving itself and any server that speaks its REST API 
 V1 protocol for the predict part): reads ``GET /v1/models/NAME/metadata`` for the inputs of the
 ``serving_default`` signature, sends ``{"instances": [...]}`` and counts a 200 whose body holds
 ``predictions`` as right. TF Serving has no per-model statistics, so ``server_stats`` is None.
+Over HTTP or HTTPS; the user's headers (``-H``) go with every request, the metadata read included.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mserve.bench.connection import build_request
+from mserve.bench.connection import build_request, connector
 from mserve.bench.fetch import Endpoint, fetch
+from mserve.bench.headers import merged, refused
 from mserve.bench.targets.base import Prepared, ServerStats
+from mserve.bench.tls import ClientTls, for_scheme
 from mserve.bench.workload import InputSpec, Sample, load_samples, random_samples
 from mserve.errors import InvalidRequest, ModelNotFound, Unavailable
 from mserve.protocol import TF_DATATYPES
@@ -46,8 +49,13 @@ class TfServingTarget:
         distinct: int = 16,
         expect: Path | None = None,
         tolerance: float = 1e-4,
+        headers: dict[str, str] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
+        """``headers`` go with every request; ``tls`` verifies an https:// server."""
         self.endpoint = Endpoint.parse(url)
+        self.tls = for_scheme(self.endpoint.scheme, tls, url)
+        self.headers = headers or {}
         self.model = model
         self.version = version
         self.batch_size = batch_size
@@ -66,9 +74,13 @@ class TfServingTarget:
     async def prepare(self) -> Prepared:
         if self.expect is not None:
             raise InvalidRequest("--expect compares V2 outputs; use it with --protocol v2-json")
-        status, body = await fetch(self.endpoint, "GET", self.model_path + "/metadata")
+        status, body = await fetch(
+            self.endpoint, "GET", self.model_path + "/metadata", headers=self.headers, tls=self.tls
+        )
         if status == 404:
             raise ModelNotFound(self.model, self.version)
+        if status in (401, 403):
+            raise refused(status, body, f"GET {self.endpoint}{self.model_path}/metadata")
         if status != 200:
             raise Unavailable(
                 f"GET {self.endpoint}{self.model_path}/metadata answered {status}: {body[:200]!r}"
@@ -87,6 +99,7 @@ class TfServingTarget:
             requests=requests,
             check=PredictionsCheck(),
             keep_body=True,
+            connect=connector(self.tls),
             rows_per_request=int(first.shape[0]) if first.ndim else 1,
             description={
                 "protocol": self.protocol,
@@ -114,9 +127,8 @@ class TfServingTarget:
             n = len(next(iter(columns.values())))
             instances = [{name: rows[i] for name, rows in columns.items()} for i in range(n)]
         body = orjson.dumps({"instances": instances}, option=orjson.OPT_SERIALIZE_NUMPY)
-        return build_request(
-            "POST", self.endpoint.authority, path, body, {"Content-Type": "application/json"}
-        )
+        headers = merged({"Content-Type": "application/json"}, self.headers)
+        return build_request("POST", self.endpoint.authority, path, body, headers)
 
     async def server_stats(self) -> ServerStats | None:
         return None

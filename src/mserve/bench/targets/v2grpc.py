@@ -6,12 +6,14 @@ framed once, with its tensors in ``raw_input_contents``. They are sent over the 
 HTTP/2 connections (:mod:`mserve.bench.http2`), so no grpcio is needed. ModelStatistics, read
 around each step, gives the server's queue and compute times.
 
-URL: ``grpc://HOST:PORT`` or ``HOST:PORT``. Without a port it is 8001, Triton's gRPC port.
-No TLS is spoken.
+URL: ``grpc://HOST:PORT`` or ``HOST:PORT``; ``grpcs://HOST:PORT`` for gRPC over TLS. Without a
+port it is 8001, Triton's gRPC port. The user's headers (``-H``) go with every call, the
+control-plane ones included, as metadata.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,8 +21,10 @@ from google.protobuf.message import DecodeError
 
 from mserve.bench import http2
 from mserve.bench.connection import Connect
-from mserve.bench.h2frames import grpc_message
+from mserve.bench.h2frames import DEFAULT_FRAME, grpc_message, header_block
+from mserve.bench.headers import grpc_metadata, refused
 from mserve.bench.targets.base import Prepared, ServerStats, StatusCheck
+from mserve.bench.tls import ClientTls, for_scheme
 from mserve.bench.workload import InputSpec, load_samples, random_samples
 from mserve.errors import InvalidRequest, ModelNotFound, Unavailable
 from mserve.protocol import raw_bytes
@@ -29,11 +33,20 @@ from mserve.wire import inference_pb2 as pb
 
 DEFAULT_PORT = 8001
 INFER_PATH = f"/{V2_SERVICE}/ModelInfer"
-NOT_FOUND = 5  # gRPC status code
+NOT_FOUND = 5  # gRPC status codes
+PERMISSION_DENIED = 7
+UNAUTHENTICATED = 16
 
 
 def parse_url(url: str) -> tuple[str, int]:
-    """``grpc://host:port`` or ``host:port`` -> (host, port); http(s) URLs are refused."""
+    """``grpc[s]://host:port`` or ``host:port`` -> (host, port); http(s) URLs are refused."""
+    _, host, port = parse_address(url)
+    return host, port
+
+
+def parse_address(url: str) -> tuple[str, str, int]:
+    """``grpc://host:port``, ``grpcs://host:port`` (TLS) or ``host:port`` -> (scheme, host,
+    port); http(s) URLs are refused with a hint to give the gRPC port."""
     if "://" not in url:
         url = "grpc://" + url
     parts = urlsplit(url)
@@ -42,20 +55,31 @@ def parse_url(url: str) -> tuple[str, int]:
             f"--protocol v2-grpc takes the server's gRPC address, not {url}: give "
             f"grpc://{parts.hostname or '127.0.0.1'}:PORT (mserve serve --grpc-port; Triton: 8001)"
         )
-    if parts.scheme != "grpc":
-        raise ValueError(f"unsupported URL scheme '{parts.scheme}' in {url}; expected grpc://")
+    if parts.scheme not in ("grpc", "grpcs"):
+        raise ValueError(
+            f"unsupported URL scheme '{parts.scheme}' in {url}; expected grpc:// or grpcs://"
+        )
     if not parts.hostname:
         raise ValueError(f"no host in URL {url}; expected e.g. grpc://127.0.0.1:8001")
     if parts.path.strip("/"):
         raise ValueError(f"a gRPC address has no path: {url}; expected grpc://HOST:PORT")
-    return parts.hostname, parts.port or DEFAULT_PORT
+    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORT
 
 
-async def connect_infer(
-    host: str, port: int, on_done: http2.OnDone, keep_body: bool = False
-) -> http2.GrpcConnection:
-    """A generator connection for ModelInfer calls (module-level, so that it pickles)."""
-    return await http2.connect(host, port, on_done, keep_body, INFER_PATH)
+@dataclass(frozen=True, slots=True)
+class InferConnect:
+    """Opens generator connections for ModelInfer calls with the user's metadata, over TLS
+    when given (a plain value, so that it pickles for generator processes)."""
+
+    metadata: tuple[tuple[str, str], ...] = ()
+    tls: ClientTls | None = None
+
+    async def __call__(
+        self, host: str, port: int, on_done: http2.OnDone, keep_body: bool = False
+    ) -> http2.GrpcConnection:
+        return await http2.connect(
+            host, port, on_done, keep_body, INFER_PATH, metadata=self.metadata, tls=self.tls
+        )
 
 
 class V2GrpcTarget:
@@ -76,11 +100,19 @@ class V2GrpcTarget:
         distinct: int = 16,
         expect: Path | None = None,
         tolerance: float = 1e-4,
+        headers: dict[str, str] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
+        """``headers`` go with every call as metadata; ``tls`` verifies a grpcs:// server."""
         if expect is not None:
             raise InvalidRequest("--expect compares JSON outputs; use it with --protocol v2-json")
-        self.host, self.port = parse_url(url)
-        self.url = f"grpc://{self.host}:{self.port}"
+        scheme, self.host, self.port = parse_address(url)
+        self.url = f"{scheme}://{self.host}:{self.port}"
+        self.tls = for_scheme(scheme, tls, url)
+        self.call_metadata = grpc_metadata(headers or {})
+        block = header_block(f"{self.host}:{self.port}", INFER_PATH, self.call_metadata, scheme)
+        if len(block) > DEFAULT_FRAME:
+            raise ValueError(f"-H: the headers are too long for one HTTP/2 frame ({len(block)} B)")
         self.model = model
         self.version = version
         self.batch_size = batch_size
@@ -91,13 +123,24 @@ class V2GrpcTarget:
         self.metadata = pb.ModelMetadataResponse()
 
     async def _call(self, method: str, request: bytes) -> tuple[int, str, bytes]:
-        return await http2.unary(self.host, self.port, f"/{V2_SERVICE}/{method}", request)
+        return await http2.unary(
+            self.host,
+            self.port,
+            f"/{V2_SERVICE}/{method}",
+            request,
+            metadata=self.call_metadata,
+            tls=self.tls,
+        )
 
     async def prepare(self) -> Prepared:
         ask = pb.ModelMetadataRequest(name=self.model, version=self.version or "")
         code, message, body = await self._call("ModelMetadata", ask.SerializeToString())
         if code == NOT_FOUND:
             raise ModelNotFound(self.model, self.version)
+        if code == UNAUTHENTICATED:
+            raise refused(401, message, f"ModelMetadata at {self.url}", "UNAUTHENTICATED")
+        if code == PERMISSION_DENIED:
+            raise refused(403, message, f"ModelMetadata at {self.url}", "PERMISSION_DENIED")
         if code != 0:
             raise Unavailable(f"ModelMetadata at {self.url} answered gRPC status {code}: {message}")
         try:
@@ -118,7 +161,8 @@ class V2GrpcTarget:
                 req.raw_input_contents.append(raw_bytes(dtypes[name], arr))
             requests.append(grpc_message(req.SerializeToString()))
         first = next(iter(samples[0].values()))
-        connect: Connect = connect_infer  # type: ignore[assignment] # same interface as HTTP/1.1
+        # the same interface as HTTP/1.1's connect, with an HTTP/2 connection
+        connect: Connect = InferConnect(self.call_metadata, self.tls)  # type: ignore[assignment]
         return Prepared(
             host=self.host,
             port=self.port,

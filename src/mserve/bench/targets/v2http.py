@@ -1,7 +1,8 @@
 """Open Inference Protocol V2 over HTTP: JSON tensors or the binary tensor data extension.
 
-Works against any V2 server (mserve, Triton, KServe, MLServer); reads model metadata to build
-inputs and, where the server has the statistics extension, its per-phase durations.
+Works against any V2 server (mserve, Triton, KServe, MLServer), over HTTP or HTTPS; reads model
+metadata to build inputs and, where the server has the statistics extension, its per-phase
+durations. The user's headers (``-H``) go with every request, these reads included.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mserve.bench.connection import build_request
+from mserve.bench.connection import build_request, connector
 from mserve.bench.fetch import Endpoint, fetch
+from mserve.bench.headers import merged, refused
 from mserve.bench.targets.base import Check, Prepared, ServerStats, StatusCheck
+from mserve.bench.tls import ClientTls, for_scheme
 from mserve.bench.workload import InputSpec, Sample, load_samples, random_samples
 from mserve.errors import InvalidRequest, ModelNotFound, Unavailable
 from mserve.protocol import json_values, raw_bytes
@@ -37,8 +40,13 @@ class V2HttpTarget:
         distinct: int = 16,
         expect: Path | None = None,
         tolerance: float = 1e-4,
+        headers: dict[str, str] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
+        """``headers`` go with every request; ``tls`` verifies an https:// server."""
         self.endpoint = Endpoint.parse(url)
+        self.tls = for_scheme(self.endpoint.scheme, tls, url)
+        self.headers = headers or {}
         self.model = model
         self.version = version
         self.binary = binary
@@ -58,9 +66,11 @@ class V2HttpTarget:
         return path + (f"/versions/{self.version}" if self.version else "")
 
     async def prepare(self) -> Prepared:
-        status, body = await fetch(self.endpoint, "GET", self.model_path)
+        status, body = await self._fetch(self.model_path)
         if status == 404:
             raise ModelNotFound(self.model, self.version)
+        if status in (401, 403):
+            raise refused(status, body, f"GET {self.endpoint}{self.model_path}")
         if status != 200:
             raise Unavailable(
                 f"GET {self.endpoint}{self.model_path} answered {status}: {body[:200]!r}"
@@ -84,6 +94,7 @@ class V2HttpTarget:
             requests=requests,
             check=check,
             keep_body=keep,
+            connect=connector(self.tls),
             rows_per_request=rows,
             description={
                 "protocol": self.protocol,
@@ -119,7 +130,8 @@ class V2HttpTarget:
                 "outputs": outputs,
             }
             body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-            return build_request("POST", host, path, body, {"Content-Type": "application/json"})
+            headers = merged({"Content-Type": "application/json"}, self.headers)
+            return build_request("POST", host, path, body, headers)
         chunks = [raw_bytes(dtypes[name], arr) for name, arr in sample.items()]
         header = orjson.dumps(
             {
@@ -140,10 +152,13 @@ class V2HttpTarget:
             host,
             path,
             header + b"".join(chunks),
-            {
-                "Content-Type": "application/octet-stream",
-                "Inference-Header-Content-Length": str(len(header)),
-            },
+            merged(
+                {
+                    "Content-Type": "application/octet-stream",
+                    "Inference-Header-Content-Length": str(len(header)),
+                },
+                self.headers,
+            ),
         )
 
     def _check(self) -> tuple[Check, bool]:
@@ -153,9 +168,12 @@ class V2HttpTarget:
             raise InvalidRequest("--expect compares JSON outputs; use it with --protocol v2-json")
         return OutputCheck(_load_expected(self.expect), self.tolerance), True
 
+    async def _fetch(self, path: str) -> tuple[int, bytes]:
+        return await fetch(self.endpoint, "GET", path, headers=self.headers, tls=self.tls)
+
     async def server_stats(self) -> ServerStats | None:
         try:
-            status, body = await fetch(self.endpoint, "GET", self.model_path + "/stats")
+            status, body = await self._fetch(self.model_path + "/stats")
         except Unavailable:
             return None
         if status != 200:
