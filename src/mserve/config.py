@@ -47,6 +47,7 @@ class RuntimeOptions:
     graph_optimization_level: str = "all"
     warmup: bool = True
     execution: str = "auto"  # "auto" | "thread" | "inline", see EXECUTION_MODES
+    timeout_s: float = 0.0  # longest one execution may run before it is stopped; 0: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,15 @@ class ServerSettings:
     keep_alive_s: float = 75.0  # idle connections close after this
     drain_s: float = 30.0  # at shutdown, longest wait for in-flight requests
     metrics_dir: str = ""  # with several workers: where they share their metrics (set by serve)
+    poll_interval_s: float = 0.0  # rescan the repository this often and reload what changed; 0: off
+    management: bool = False  # the load / unload API (off: 403)
+    api_keys: str = ""  # file of API keys and their scopes; "" and no MSERVE_API_KEYS: no auth
+    tls_cert: str = ""  # PEM certificate chain; with tls_key, HTTPS and gRPC over TLS
+    tls_key: str = ""
+    max_header_bytes: int = 16 * 1024  # request line and headers together; larger gets 431
+    max_connections: int = 1024  # open connections per worker; more are answered 503 and closed
+    max_tensor_elements: int = 64 * 1024 * 1024  # elements of all inputs of one request together
+    request_timeout_s: float = 0.0  # longest a request may take when its client sets no deadline
 
 
 _MODEL_FIELDS = {
@@ -152,6 +162,7 @@ _RUNTIME_FIELDS = {
     "graph_optimization_level",
     "warmup",
     "execution",
+    "timeout_s",
 }
 _TENSOR_FIELDS = {"name", "datatype", "shape"}
 
@@ -314,6 +325,25 @@ def _runtime(value: object, source: str) -> RuntimeOptions:
         raise ConfigError(
             source, "runtime.execution", f"one of {', '.join(EXECUTION_MODES)}", execution
         )
+    timeout_s = m.get("timeout_s", 0)
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 <= timeout_s < float("inf")
+    ):
+        raise ConfigError(
+            source, "runtime.timeout_s", "a number of seconds >= 0 (0: no timeout)", timeout_s
+        )
+    if timeout_s and execution == "inline":
+        raise ConfigError(
+            source,
+            "runtime.execution",
+            "thread or auto when runtime.timeout_s is set (a run on the event loop would hold "
+            "every other request until it is stopped)",
+            execution,
+        )
+    if timeout_s and execution == "auto":
+        execution = "thread"  # a watched run never blocks the event loop
     return RuntimeOptions(
         intra_op_threads=_int(m.get("intra_op_threads", 0), source, "runtime.intra_op_threads", 0),
         inter_op_threads=_int(m.get("inter_op_threads", 0), source, "runtime.inter_op_threads", 0),
@@ -321,6 +351,7 @@ def _runtime(value: object, source: str) -> RuntimeOptions:
         graph_optimization_level=level,
         warmup=warmup,
         execution=execution,
+        timeout_s=float(timeout_s),
     )
 
 
@@ -441,6 +472,7 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
             "graph_optimization_level": rt.graph_optimization_level,
             "warmup": rt.warmup,
             "execution": rt.execution,
+            "timeout_s": rt.timeout_s,
         },
         "version_policy": policy,
     }

@@ -9,14 +9,19 @@ the classes below to their own codes with one table each; nothing here knows abo
     │   ├── MalformedRequest          not parseable (bad JSON, lying binary header, ...)
     │   ├── InvalidInput              a tensor's name, datatype, shape or data is wrong
     │   ├── PayloadTooLarge           a body or tensor over the configured limit
+    │   ├── HeadersTooLarge           a request line and headers over the configured limit
     │   └── Unsupported               a method this model cannot answer (TF Serving's :classify)
     ├── NotFound                  the thing named does not exist
     │   ├── ModelNotFound             unknown model, or unknown version of a known model
     │   └── RouteNotFound             no such endpoint
     ├── Unavailable               exists, but cannot answer now
     │   ├── ModelNotReady             known but not loaded (loading, unloaded, failed)
-    │   └── ServerBusy                a bounded queue is full; retry after a moment
-    ├── DeadlineExceeded          waited in a queue past its timeout, never computed
+    │   ├── ServerBusy                a bounded queue is full; retry after a moment
+    │   └── TooManyConnections        the server holds as many connections as allowed
+    ├── Unauthenticated           no API key, or one the server does not know
+    ├── Forbidden                 a known key without the scope, or an API that is off
+    ├── DeadlineExceeded          its deadline passed before it was computed
+    │   └── ExecutionTimeout          its execution ran past the model's timeout and was stopped
     ├── ModelFailure              the model itself raised while computing
     ├── ConfigError               a config file or field is wrong (names file, field, expectation)
     ├── RepositoryError           a model directory cannot be turned into a loadable model
@@ -62,6 +67,18 @@ class PayloadTooLarge(InvalidRequest):
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"request body of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class HeadersTooLarge(InvalidRequest):
+    """The request line and headers exceed the configured limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"request line and headers of more than {size} bytes exceed the limit of {limit} "
+            "bytes (--max-header-kb)"
+        )
         self.size = size
         self.limit = limit
 
@@ -133,18 +150,68 @@ class ServerBusy(Unavailable):
         self.retry_after_s = 1
 
 
-class DeadlineExceeded(MserveError):
-    """A request waited in the queue longer than its timeout and was dropped uncomputed."""
+class Unauthenticated(MserveError):
+    """The request carries no API key, or one the server does not know."""
 
-    def __init__(self, name: str, version: str, waited_us: int, timeout_us: int) -> None:
+
+class Forbidden(MserveError):
+    """The key is known but lacks the scope, or the API is turned off."""
+
+
+class TooManyConnections(Unavailable):
+    """The server holds as many connections as it is allowed; this one is closed at once."""
+
+    def __init__(self, limit: int) -> None:
         super().__init__(
-            f"model '{name}' version '{version}': request timed out after waiting {waited_us} us "
-            f"in the queue (timeout {timeout_us} us); it was not computed"
+            f"the server has {limit} open connections, its limit (--max-connections); "
+            "retry later or reuse a connection"
         )
+        self.limit = limit
+
+
+class DeadlineExceeded(MserveError):
+    """A request's deadline (the queue's timeout, or the client's) passed before it was
+    computed; it was dropped uncomputed."""
+
+    def __init__(
+        self, name: str, version: str, waited_us: int, timeout_us: int, whose: str = "queue"
+    ) -> None:
+        what = f"model '{name}'" + (f" version '{version}'" if version else "")
+        if whose == "queue":
+            msg = (
+                f"{what}: request timed out after waiting {waited_us} us in the queue "
+                f"(timeout {timeout_us} us); it was not computed"
+            )
+        elif timeout_us <= 0:
+            msg = f"{what}: the request's deadline had passed when it arrived; it was not computed"
+        else:
+            msg = (
+                f"{what}: the request's deadline passed after {waited_us} us in the server "
+                f"(its timeout: {timeout_us} us); it was not computed"
+            )
+        super().__init__(msg)
         self.name = name
         self.version = version
         self.waited_us = waited_us
         self.timeout_us = timeout_us
+
+
+class ExecutionTimeout(DeadlineExceeded):
+    """An execution ran longer than its model's ``runtime.timeout_s``: its request(s) are
+    answered with this, and ``outcome`` says what became of the run (cancelled, or its instance
+    process killed and restarted)."""
+
+    def __init__(self, name: str, version: str, timeout_s: float, outcome: str) -> None:
+        MserveError.__init__(
+            self,
+            f"model '{name}' version '{version}': execution exceeded its timeout of "
+            f"{timeout_s:g} s; {outcome}",
+        )
+        self.name = name
+        self.version = version
+        self.timeout_s = timeout_s
+        self.outcome = outcome
+        self.waited_us = self.timeout_us = round(timeout_s * 1e6)
 
 
 class ModelFailure(MserveError):

@@ -118,6 +118,8 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
+    #: when the answer stops being useful, on the ``time.perf_counter_ns`` clock; 0: never
+    deadline_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -207,6 +209,31 @@ def json_values(datatype: str, data: np.ndarray) -> Any:
 
 
 _LITTLE = {dt: v.newbyteorder("<") for dt, v in DATATYPES.items() if dt != "BYTES"}
+
+#: The most dimensions a tensor may have (numpy 1 holds 32, numpy 2 64).
+MAX_DIMS = 32
+#: The most elements the non-zero dimensions of a shape may multiply to: an empty tensor of
+#: shape [0, 2**40, 2**40] holds nothing, yet numpy cannot make one.
+MAX_SHAPE_ELEMENTS = 2**48
+
+
+def check_shape(shape: list[int], name: str, model: str) -> None:
+    """Refuse a shape of integers >= 0 that no tensor can take: more than :data:`MAX_DIMS`
+    dimensions, or non-zero dimensions multiplying past :data:`MAX_SHAPE_ELEMENTS`."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            model, name, f"shape has {len(shape)} dimensions; expected at most {MAX_DIMS}"
+        )
+    product = 1
+    for d in shape:
+        product *= d or 1
+        if product > MAX_SHAPE_ELEMENTS:
+            raise InvalidInput(
+                model,
+                name,
+                f"shape {shape} is too large; expected dimensions whose non-zero sizes multiply "
+                f"to at most {MAX_SHAPE_ELEMENTS}",
+            )
 
 
 def bytes_elements(

@@ -172,7 +172,7 @@ def served(
         versions = {v: onnx_factory.add_const(float(v)) for v in (1, 2, 3)}
         config = None if policy is None else ModelConfig(name, version_policy=policy)
         place(root, name, versions, config=config)
-    server = start_server(root)
+    server = start_server(root, args=["--enable-management"])
     server.models = models
     return server
 

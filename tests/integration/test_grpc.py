@@ -124,7 +124,7 @@ def server(
     place(root, "swappable", {1: onnx_factory.add_const(10.0)}, config=ModelConfig("swappable"))
     place(root, "metered", {1: onnx_factory.identity("FP32")})
     port = free_port()
-    served = start_server(root, args=["--grpc-port", str(port)])
+    served = start_server(root, args=["--grpc-port", str(port), "--enable-management"])
     address = f"127.0.0.1:{port}"
     wait_for_grpc(address)
     return GrpcServer(served, address)

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mserve.config import ServerSettings
-from mserve.errors import MserveError, Unavailable
+from mserve.errors import ConfigError, MserveError, Unavailable
 from mserve.repository import Repository
+from mserve.server.auth import ApiKeys, load_keys
 from mserve.server.dashboard import History
 from mserve.server.dataplane import DataPlane
 from mserve.server.http.app import HttpApp
@@ -49,6 +51,7 @@ class Server:
     http: HttpApp
     in_flight: InFlight  # counted by the transports, read by the models
     history: History  # the dashboard's last minutes
+    keys: ApiKeys  # API keys and their scopes (none: an open server)
 
 
 def build(
@@ -63,8 +66,15 @@ def build(
     metrics.registry.on_collect(models.collect_metrics)
     metrics.registry.on_collect(lambda: metrics.in_flight.set(in_flight.count))
     exchange = Exchange(Path(settings.metrics_dir)) if settings.metrics_dir else None
+    keys = load_keys(settings.api_keys)  # a bad key file stops the server before any loading
     models.load_all()
-    dataplane = DataPlane(models, exchange=exchange)
+    dataplane = DataPlane(
+        models,
+        exchange=exchange,
+        management=settings.management,
+        max_tensor_elements=settings.max_tensor_elements,
+        request_timeout_s=settings.request_timeout_s,
+    )
     dataplane.set_ready(True)
     history = History(LATENCY_BUCKETS, BATCH_BUCKETS)
     http = HttpApp(
@@ -72,8 +82,35 @@ def build(
         max_body_bytes=settings.max_body_bytes,
         history=history,
         workers=settings.workers,
+        keys=keys,
     )
-    return Server(dataplane, http, in_flight, history)
+    return Server(dataplane, http, in_flight, history, keys)
+
+
+def tls_context(settings: ServerSettings, alpn: list[str]) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 or later) when a certificate is set, offering ``alpn``;
+    ConfigError for a half-given pair or files that do not load."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        given, missing = ("--tls-cert", "--tls-key") if cert else ("--tls-key", "--tls-cert")
+        raise ConfigError("command line", missing, f"a file, since {given} is given", "none")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc.filename), "tls", "an existing PEM file", "none") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{cert} / {key}",
+            "tls",
+            "a PEM certificate chain and its matching private key (unencrypted)",
+            getattr(exc, "reason", None) or str(exc),
+        ) from None
+    ctx.set_alpn_protocols(alpn)
+    return ctx
 
 
 async def _sample_metrics(server: Server, stop: asyncio.Event) -> None:
@@ -114,6 +151,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(repository: Path, settings: ServerSettings, announce: Announce | None = None) -> None:
     """Serve the repository until SIGINT / SIGTERM; blocks."""
+    tls_context(settings, [])  # a wrong certificate or key file stops the server at once
+    load_keys(settings.api_keys)
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     if settings.grpc_port is not None and settings.workers > 1:
@@ -162,13 +201,19 @@ async def _serve_async(
     """Accept connections until SIGINT / SIGTERM, then drain: readiness turns false, the socket
     stops accepting, in-flight requests are answered (bounded), connections close."""
     loop = asyncio.get_running_loop()
-    connections = Connections(keep_alive_s=settings.keep_alive_s, in_flight=server.in_flight)
+    connections = Connections(
+        keep_alive_s=settings.keep_alive_s,
+        in_flight=server.in_flight,
+        max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+    )
     # accept HTTP only once gRPC listens too, so that ready means ready on both
     listener = await loop.create_server(
         lambda: HttpServerProtocol(server.http, connections),
         sock=sock,
         backlog=2048,
         start_serving=False,
+        ssl=tls_context(settings, ["http/1.1"]),
     )
     grpc_server = None
     if settings.grpc_port is not None:
@@ -177,11 +222,12 @@ async def _serve_async(
 
         try:
             grpc_server = await start_grpc(
-                GrpcService(server.dataplane, server.in_flight),
+                GrpcService(server.dataplane, server.in_flight, server.keys),
                 settings.host,
                 settings.grpc_port,
                 settings.max_body_bytes,
                 shared=settings.workers > 1,
+                tls=tls_context(settings, ["h2"]),
             )
         except (OSError, RuntimeError) as exc:
             listener.close()
@@ -194,20 +240,37 @@ async def _serve_async(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sampler = loop.create_task(_sample_metrics(server, stop))
+    poller = None
+    if settings.poll_interval_s > 0:  # each worker polls the repository on its own
+        from mserve.server.reload import poll_repository
+
+        models = server.dataplane.models
+        poller = loop.create_task(poll_repository(models, settings.poll_interval_s, stop))
     if announce is not None:
         ready = sorted({r.name for r in server.dataplane.repository_index(ready_only=True)})
+        secure = bool(settings.tls_cert)
         grpc_note = (
-            f" and grpc://{settings.host}:{settings.grpc_port}" if grpc_server is not None else ""
+            f" and grpc{'s' if secure else ''}://{settings.host}:{settings.grpc_port}"
+            if grpc_server is not None
+            else ""
         )
+        notes = []
+        if server.keys.enabled:
+            notes.append(f"{len(server.keys)} API key(s)")
+        if settings.management:
+            notes.append("model management on")
         announce(
             f"serving {len(ready)} model(s) [{', '.join(ready)}] on "
-            f"http://{settings.host}:{port}{grpc_note} with {settings.workers} worker(s)"
+            f"http{'s' if secure else ''}://{settings.host}:{port}{grpc_note} with "
+            f"{settings.workers} worker(s)" + (f"; {', '.join(notes)}" if notes else "")
         )
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=5.0)
         except TimeoutError:
             connections.close_idle()
+    # readiness turns false first, then no new connection is accepted, then every request
+    # that was accepted is answered (at most drain_s), then the connections close
     server.dataplane.set_ready(False)
     listener.close()
     if grpc_server is not None:
@@ -217,6 +280,15 @@ async def _serve_async(
     else:
         await connections.drain(settings.drain_s)
     await sampler
+    if poller is not None:
+        await poller  # a load it started finishes first
+    summary = (
+        f"drained: {connections.answered} of {connections.accepted} HTTP request(s) answered, "
+        f"{connections.abandoned} abandoned by their clients"
+    )
+    log.info("%s", summary)
+    if announce is not None or settings.workers > 1:
+        print(f"mserve: pid {os.getpid()} {summary}", file=sys.stderr, flush=True)
 
 
 def _run_loop(coro: Any) -> None:
@@ -276,6 +348,9 @@ def _supervise(
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
+        # the workers close their copies as they drain; once ours is closed too, the kernel
+        # refuses new connections instead of queueing them where no one will accept them
+        sock.close()
         for p in workers:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signal.SIGTERM)

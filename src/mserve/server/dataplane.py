@@ -6,10 +6,17 @@ encode what it returns; they decide nothing themselves.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mserve import __version__
-from mserve.errors import InvalidRequest, MserveError
+from mserve.errors import (
+    DeadlineExceeded,
+    Forbidden,
+    InvalidRequest,
+    ModelNotFound,
+    MserveError,
+)
 from mserve.protocol import (
     InferRequest,
     InferResponse,
@@ -34,12 +41,21 @@ class DataPlane:
     """The server's behaviour, independent of any wire format."""
 
     def __init__(
-        self, models: ModelManager, name: str = "mserve", exchange: Exchange | None = None
+        self,
+        models: ModelManager,
+        name: str = "mserve",
+        exchange: Exchange | None = None,
+        management: bool = True,
+        max_tensor_elements: int = 0,
+        request_timeout_s: float = 0.0,
     ) -> None:
         self.models = models
         self.metrics = models.metrics
         self.exchange = exchange  # where the other workers publish their metrics, if any
         self.name = name
+        self.management = management  # whether clients may load and unload models
+        self.max_tensor_elements = max_tensor_elements  # per request, all inputs; 0: no limit
+        self._default_timeout_ns = int(request_timeout_s * 1e9)
         self._ready = False
         self._live = True
 
@@ -106,7 +122,54 @@ class DataPlane:
         return doc
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        """Check the server's limits, settle the request's deadline, and compute it."""
+        if self.max_tensor_elements:
+            elements = sum(t.data.size for t in request.inputs)
+            if elements > self.max_tensor_elements:
+                raise InvalidRequest(
+                    f"the request's inputs have {elements} elements together; this server "
+                    f"accepts at most {self.max_tensor_elements} a request (--max-tensor-elements)"
+                )
+        self._settle_deadline(request)
         return await self.models.get(request.model_name, request.model_version).infer(request)
+
+    def _settle_deadline(self, request: InferRequest) -> None:
+        """The earliest of the transport's deadline (gRPC's, an HTTP header's) and Triton's
+        ``timeout`` parameter (microseconds); the server's default when the client set none.
+        A deadline already passed is refused here, before any work."""
+        now = time.perf_counter_ns()
+        deadline = request.deadline_ns
+        timeout_us = request.parameters.get("timeout") if request.parameters else None
+        if timeout_us is not None:
+            if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us < 0:
+                raise InvalidRequest(
+                    f"parameter 'timeout' must be a whole number of microseconds >= 0, got "
+                    f"{timeout_us!r}"
+                )
+            if timeout_us:
+                mine = now + timeout_us * 1000
+                deadline = min(deadline, mine) if deadline else mine
+        if not deadline and self._default_timeout_ns:
+            deadline = now + self._default_timeout_ns
+        request.deadline_ns = deadline
+        if deadline and deadline <= now:
+            raise DeadlineExceeded(
+                request.model_name, request.model_version or "", 0, 0, whose="client"
+            )
+
+    def check_version_segment(self, name: str, version: str) -> None:
+        """A path's ``/versions/V/`` segment: an empty V names no version (unknown), rather
+        than the latest one that no segment at all means."""
+        if version == "":
+            known = list(self.models.metadata(name).versions)  # ModelNotFound: unknown model
+            raise ModelNotFound(name, "", known)
+
+    def admit(self, name: str, version: str | None = None) -> ModelVersion:
+        """The model version a request goes to, if it can take one now: ServerBusy while its
+        queue is full (transports call this before decoding, so shedding stays cheap)."""
+        mv = self.models.get(name, version)
+        mv.admit()
+        return mv
 
     def lookup(self, name: str, version: str | None = None) -> ModelVersion:
         """The model version a request would go to (transports use its signature to decode)."""
@@ -118,7 +181,15 @@ class DataPlane:
         rows = self.models.index()
         return [r for r in rows if r.state == "READY"] if ready_only else rows
 
+    def _check_management(self) -> None:
+        if not self.management:
+            raise Forbidden(
+                "the model management API (load / unload) is off; start the server with "
+                "--enable-management to use it"
+            )
+
     async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        self._check_management()
         if parameters:
             unsupported = sorted(parameters)
             raise InvalidRequest(
@@ -128,6 +199,7 @@ class DataPlane:
         await self.models.load_async(name)
 
     async def unload(self, name: str) -> None:
+        self._check_management()
         await self.models.unload_async(name)
 
     # -- metrics --------------------------------------------------------------------------------

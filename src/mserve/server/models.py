@@ -8,11 +8,14 @@ name and version and swaps a reloaded model in only once the new one has loaded 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from mserve.config import INLINE_MAX_US, ModelConfig
 from mserve.errors import (
+    DeadlineExceeded,
     InvalidInput,
     InvalidRequest,
     ModelFailure,
@@ -46,6 +50,7 @@ from mserve.server.batching.policy import BatchPolicy
 from mserve.server.instances import InstancePool
 from mserve.server.load import InFlight
 from mserve.server.metrics import ModelMetrics, ServerMetrics
+from mserve.server.reload import Signature, signature
 from mserve.server.statistics import ModelStats
 
 log = logging.getLogger("mserve.models")
@@ -88,6 +93,29 @@ def default_runtime_factory(backend: str, path: Path, config: ModelConfig) -> Ru
 
         return ProcessRuntime(backend, path, options)
     return open_runtime(backend, path, options)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return None
+    return trim
+
+
+def release_freed_memory() -> None:
+    """Give heap memory freed by closed runtimes back to the system (glibc's ``malloc_trim``).
+
+    glibc keeps freed memory in its arenas for later allocations, so without this an unloaded
+    model's weights would stay in the process's resident memory; measured in
+    benchmarks/RELOAD.md. Does nothing where the C library is not glibc.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _fmt(spec: TensorSpec) -> str:
@@ -227,7 +255,13 @@ class ModelVersion:
         self.name = config.name
         self.version = str(version)
         self.platform = runtimes[0].platform
-        self.pool = InstancePool(runtimes, f"{self.name}-v{version}")
+        self.pool = InstancePool(
+            runtimes,
+            f"{self.name}-v{version}",
+            timeout_s=config.runtime.timeout_s,
+            model=self.name,
+            version=self.version,
+        )
         self.stats = ModelStats(self.name, self.version)
         self.metrics: ModelMetrics = (metrics or ServerMetrics()).model(self.name, self.version)
         self.load_seconds = 0.0  # loading and warm-up, set by the manager
@@ -261,6 +295,15 @@ class ModelVersion:
         if self.batcher is not None:
             return self.batcher.queued
         return max(0, self.pool.pending - self.pool.count)
+
+    def admit(self) -> None:
+        """Refuse a request at once (ServerBusy, counted a failure) while the queue is full."""
+        if self.batcher is not None:
+            try:
+                self.batcher.admit()
+            except MserveError:
+                self.stats.record_failure(0)
+                raise
 
     def warmup(self) -> None:
         """Run on zeros so the first request does not pay for lazy initialisation; with
@@ -379,13 +422,17 @@ class ModelVersion:
             else:  # one example per request: give it a batch dimension of 1
                 self.drift.update({k: v[np.newaxis] for k, v in feed.items()}, time.monotonic())
         t1 = clock()
+        deadline = request.deadline_ns
+        if deadline and t1 >= deadline:
+            self.stats.record_failure(t1 - t0)
+            raise DeadlineExceeded(self.name, self.version, (t1 - t0) // 1000, 0, "client")
         alone = not self.in_flight.busy()
         batcher = self.batcher
         batched = batcher is not None and not (self.inline and alone and batcher.idle)
         try:
             if batched:
                 assert batcher is not None
-                done = await batcher.submit(feed, names, rows)
+                done = await batcher.submit(feed, names, rows, deadline)
                 outputs, queue_ns, input_ns, infer_ns = (
                     done.outputs,
                     done.queue_ns,
@@ -398,7 +445,10 @@ class ModelVersion:
                     # requests queued the instance threads take over and the loop goes on
                     timed = self.pool.run_inline(feed, names)
                 else:
-                    timed = await self.pool.submit(feed, names)
+                    timed = await self.pool.submit(feed, names, deadline)
+                # ran past runtime.timeout_s, or its client's deadline passed while it queued
+                if isinstance(timed.error, DeadlineExceeded):
+                    raise timed.error
                 if timed.error is not None or timed.outputs is None:
                     reason = f"{type(timed.error).__name__}: {timed.error}"
                     log.warning("model %s version %s failed: %s", self.name, self.version, reason)
@@ -440,12 +490,14 @@ class ModelVersion:
             self._executed(rows, input_ns, infer_ns, output_ns)
         return response
 
-    def close(self) -> None:
-        """Stop taking work; queued requests finish, then the runtimes are released."""
+    def close(self, on_closed: Callable[[], None] | None = None) -> None:
+        """Stop taking work; queued requests finish, then the runtimes are released and
+        ``on_closed`` is called (on a background thread)."""
         if self.batcher is not None:
-            self.batcher.close(on_drained=self.pool.close)
+            pool = self.pool
+            self.batcher.close(on_drained=lambda: pool.close(on_closed))
         else:
-            self.pool.close()
+            self.pool.close(on_closed)
 
 
 @dataclass(slots=True)
@@ -455,6 +507,8 @@ class _Model:
     state: str
     versions: dict[int, ModelVersion]
     reason: str = ""
+    tried: Signature | None = None  # what its folder held when a load last read it
+    loaded: Signature | None = None  # what it held when the serving versions were read
 
 
 class ModelManager:
@@ -482,15 +536,30 @@ class ModelManager:
             try:
                 self.load(name)
             except MserveError as exc:
-                log.error("%s", exc)
+                if name not in self._models:  # else load() recorded and logged it
+                    log.error("%s", exc)
 
-    def load(self, name: str) -> None:
-        """(Re)load a model from disk; the old versions keep serving until the new ones are up."""
+    def load(self, name: str, keep: Collection[int] = ()) -> None:
+        """(Re)load a model from disk as a transaction: the new versions load and warm up beside
+        the old ones, which serve until all the new ones are up and then switch in at once.
+
+        ``keep``: versions whose files and config.yaml the caller knows unchanged since they were
+        loaded; their loaded objects (and statistics) are kept rather than loaded again. A
+        failure is raised, logged and counted; old versions that serve go on serving, and the
+        reason of their repository index entries says that the reload failed and why.
+        """
+        self._load(name, keep, None)
+
+    def _load(
+        self, name: str, keep: Collection[int], loop: asyncio.AbstractEventLoop | None
+    ) -> None:
         if not valid_model_name(name):
             raise InvalidRequest(
                 f"'{name}' is not a valid model name; expected letters, digits, '_', '.', '-'"
             )
         with self._load_lock:
+            # taken before the folder is read: a change made meanwhile shows as a change later
+            files = signature(self.repository.root / name)
             try:
                 source = self.repository.source(name)
             except RepositoryError:
@@ -500,32 +569,84 @@ class ModelManager:
             previous = self._models.get(name)
             if previous is None:
                 self._models[name] = _Model(LOADING, {})
+            for counter in (self.metrics.load_failures, self.metrics.reloads):
+                counter.labels(name)  # at 0 from the start, so that increase() sees the first
+            serving = previous.versions if previous is not None and previous.state == READY else {}
+            reuse = {v: serving[v] for v in keep if v in serving}
             try:
-                versions = self._open(source)
+                versions = self._open(source, reuse)
             except MserveError as exc:
-                if previous is None or previous.state != READY:
-                    self._models[name] = _Model(UNAVAILABLE, {}, str(exc))
-                # else: the old versions keep serving; the failure is reported to the caller
+                self.metrics.load_failures.labels(name).inc()
+                if previous is not None and serving:
+                    kept = ", ".join(map(str, sorted(serving)))
+                    previous.reason = f"reload failed, version(s) {kept} still serving: {exc}"
+                    previous.tried = files
+                    log.error("model %s: %s", name, previous.reason)
+                else:
+                    self._models[name] = _Model(UNAVAILABLE, {}, str(exc), tried=files)
+                    log.error("%s", exc)
                 raise
-            self._models[name] = _Model(READY, versions)
+            # the switch: one assignment
+            self._models[name] = _Model(READY, versions, tried=files, loaded=files)
+            if serving:
+                self.metrics.reloads.labels(name).inc()
             if previous is not None:
-                for mv in previous.versions.values():
-                    mv.close()
-            log.info("loaded model %s versions %s", name, ", ".join(map(str, versions)))
+                retired = [mv for v, mv in previous.versions.items() if versions.get(v) is not mv]
+                self._retire(retired, loop)
+            log.info(
+                "loaded model %s versions %s%s",
+                name,
+                ", ".join(map(str, versions)),
+                f" (kept {', '.join(map(str, sorted(reuse)))} as loaded)" if reuse else "",
+            )
 
-    def _open(self, source: ModelSource) -> dict[int, ModelVersion]:
+    def _open(self, source: ModelSource, reuse: dict[int, ModelVersion]) -> dict[int, ModelVersion]:
         if not source.ok:
             # the scan's message already names the file and field
             raise RepositoryError(None, source.error or f"{source.path}: cannot be loaded")
         opened: dict[int, ModelVersion] = {}
         try:
             for version, path in source.versions.items():
-                opened[version] = self._open_version(source, version, path)
+                kept = reuse.get(version)
+                opened[version] = (
+                    kept if kept is not None else self._open_version(source, version, path)
+                )
         except BaseException:
-            for mv in opened.values():
-                mv.close()
+            self._retire([mv for v, mv in opened.items() if reuse.get(v) is not mv], None)
             raise
         return opened
+
+    def _retire(self, versions: list[ModelVersion], loop: asyncio.AbstractEventLoop | None) -> None:
+        """Close versions that no longer serve, then give the memory they held back.
+
+        With ``loop`` (a load or unload called from the event loop) they close on the loop: a
+        request's look-up and its hand-over to the version's queue run there without a break,
+        so a request that found an old version never finds it closed, and what is queued
+        finishes first.
+        """
+        if not versions:
+            return
+        left = [len(versions)]
+        lock = threading.Lock()
+
+        def closed() -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                release_freed_memory()
+
+        def close() -> None:
+            for mv in versions:
+                mv.close(closed)
+
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(close)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        close()
 
     def _open_version(self, source: ModelSource, version: int, path: Path) -> ModelVersion:
         config = source.config or ModelConfig(name=source.name)
@@ -559,15 +680,21 @@ class ModelManager:
         mv.load_seconds = time.perf_counter() - started
         return mv
 
-    def unload(self, name: str) -> None:
-        """Stop serving a model; in-flight requests finish first."""
+    def unload(self, name: str, reason: str = "unloaded") -> None:
+        """Stop serving a model; in-flight requests finish first, then its memory is released.
+        ``reason`` is what its repository index entry says."""
+        self._unload(name, reason, None)
+
+    def _unload(self, name: str, reason: str, loop: asyncio.AbstractEventLoop | None) -> None:
         with self._load_lock:
             model = self._models.get(name)
             if model is None:
                 raise ModelNotFound(name, known=sorted(self._models))
-            self._models[name] = _Model(UNAVAILABLE, {}, "unloaded")
-            for mv in model.versions.values():
-                mv.close()
+            # what a folder held is forgotten once it is gone, so that it loads when it returns
+            gone = not (self.repository.root / name).is_dir()
+            tried = None if gone else model.tried
+            self._models[name] = _Model(UNAVAILABLE, {}, reason, tried=tried)
+            self._retire(list(model.versions.values()), loop)
 
     def close(self) -> None:
         """Unload everything."""
@@ -585,7 +712,8 @@ class ModelManager:
             raise ModelNotReady(name, version, model.state, model.reason)
         if version is None or version == "":
             return model.versions[max(model.versions)]
-        mv = model.versions.get(int(version)) if version.isdigit() else None
+        digits = version.isascii() and version.isdigit()
+        mv = model.versions.get(int(version)) if digits else None
         if mv is None:
             raise ModelNotFound(name, version, [str(v) for v in sorted(model.versions)])
         return mv
@@ -629,6 +757,11 @@ class ModelManager:
         """Models known to the server: loaded, loading or failed."""
         return list(self._models)
 
+    def files(self) -> dict[str, tuple[Signature | None, Signature | None]]:
+        """Per model, what its folder held when a load last read it, and when the versions that
+        serve now were read (None: never, or forgotten since the folder went away)."""
+        return {name: (m.tried, m.loaded) for name, m in list(self._models.items())}
+
     def collect_metrics(self) -> None:
         """Set the model gauges of :attr:`metrics` from the models' state now."""
         m = self.metrics
@@ -664,9 +797,11 @@ class ModelManager:
             raise ModelNotReady(name, None, model.state, model.reason)
         return [mv for _, mv in sorted(model.versions.items())]
 
-    async def load_async(self, name: str) -> None:
-        """Load off the event loop, so other requests keep flowing while a model loads."""
-        await asyncio.to_thread(self.load, name)
+    async def load_async(self, name: str, keep: Collection[int] = ()) -> None:
+        """:meth:`load` off the event loop, so other requests keep flowing while a model loads;
+        the versions it replaces close on the loop, so that no request fails for the switch."""
+        await asyncio.to_thread(self._load, name, keep, asyncio.get_running_loop())
 
-    async def unload_async(self, name: str) -> None:
-        await asyncio.to_thread(self.unload, name)
+    async def unload_async(self, name: str, reason: str = "unloaded") -> None:
+        """:meth:`unload` off the event loop; the versions close on the loop."""
+        await asyncio.to_thread(self._unload, name, reason, asyncio.get_running_loop())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,10 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         cpu: str | None = None,
         keep_log: bool = False,
+        ca_file: str | None = None,
     ) -> None:
+        """``ca_file``: the server serves TLS (its args carry --tls-cert / --tls-key), and this
+        CA certificate verifies it."""
         self.repository = Path(repository)
         self.host = host
         self.port = port or free_port(host)
@@ -47,6 +51,7 @@ class ServerProcess:
         self.env = env
         self.cpu = cpu  # e.g. "1": pin with taskset, for measurements
         self.keep_log = keep_log  # else the log is removed after a clean stop
+        self.ca_file = ca_file
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
             prefix="mserve-server-", suffix=".log", delete=False
@@ -54,7 +59,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -93,7 +99,9 @@ class ServerProcess:
                     f"mserve serve exited with status {self.proc.returncode}:\n{self.log()}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+                url = f"{self.url}/v2/health/ready"
+                with urllib.request.urlopen(url, timeout=1, context=context) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):

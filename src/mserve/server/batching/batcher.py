@@ -58,6 +58,7 @@ class _Entry:
     future: asyncio.Future[Batched]
     enqueued_ns: int
     timer: asyncio.TimerHandle | None = None
+    deadline_ns: int = 0  # the client's, when it comes before the queue's timeout
     gone: bool = False  # timed out or cancelled while queued: skipped when batches form
 
 
@@ -106,8 +107,19 @@ class Batcher:
 
     # -- intake ---------------------------------------------------------------------------------
 
-    def submit(self, feed: Feed, outputs: list[str], rows: int) -> asyncio.Future[Batched]:
+    def admit(self) -> None:
+        """Raise :class:`ServerBusy` when the queue is full: a transport calls this before it
+        decodes a request, so that shedding costs next to nothing."""
+        policy = self.policy
+        if policy.max_queue_size and self.queued >= policy.max_queue_size:
+            raise ServerBusy(self.name, self.version, self.queued, policy.max_queue_size)
+
+    def submit(
+        self, feed: Feed, outputs: list[str], rows: int, deadline_ns: int = 0
+    ) -> asyncio.Future[Batched]:
         """Queue one validated request of ``rows`` rows; the future resolves with its share.
+        A request still queued at its ``deadline_ns`` (perf_counter_ns; 0: none) or after the
+        queue's timeout is dropped uncomputed with :class:`DeadlineExceeded`.
 
         Raises :class:`ServerBusy` at once when the queue is full, and RuntimeError once closed.
         """
@@ -129,7 +141,10 @@ class Batcher:
         group.entries.append(entry)
         group.rows += rows
         self.queued += 1
-        if policy.timeout_ns:
+        if deadline_ns and (not policy.timeout_ns or deadline_ns < now + policy.timeout_ns):
+            entry.deadline_ns = deadline_ns
+            entry.timer = loop.call_later((deadline_ns - now) / 1e9, self._expire, entry)
+        elif policy.timeout_ns:
             entry.timer = loop.call_later(policy.timeout_ns / 1e9, self._expire, entry)
         entry.future.add_done_callback(lambda fut: self._cancelled(entry, fut))
         self._kick()
@@ -162,9 +177,13 @@ class Batcher:
             return
         self._drop(entry)
         waited_us = (time.perf_counter_ns() - entry.enqueued_ns) // 1000
-        entry.future.set_exception(
-            DeadlineExceeded(self.name, self.version, waited_us, self.policy.timeout_ns // 1000)
-        )
+        if entry.deadline_ns:  # the client's deadline came first
+            timeout_us = (entry.deadline_ns - entry.enqueued_ns) // 1000
+            error = DeadlineExceeded(self.name, self.version, waited_us, timeout_us, "client")
+        else:
+            timeout_us = self.policy.timeout_ns // 1000
+            error = DeadlineExceeded(self.name, self.version, waited_us, timeout_us)
+        entry.future.set_exception(error)
 
     def _cancelled(self, entry: _Entry, fut: asyncio.Future[Batched]) -> None:
         # the caller went away (connection closed) while its request was still queued
@@ -265,7 +284,8 @@ class Batcher:
         self.running -= len(batch)
         rows = [e.rows for e in batch]
         if timed.error is not None or timed.outputs is None:
-            self._fail(batch, f"{type(timed.error).__name__}: {timed.error}")
+            error, reason = timed.error, f"{type(timed.error).__name__}: {timed.error}"
+            self._fail(batch, error if isinstance(error, DeadlineExceeded) else reason)
         else:
             try:
                 parts = split(timed.outputs, rows)
@@ -295,7 +315,7 @@ class Batcher:
         else:
             self._maybe_drained()
 
-    def _fail(self, batch: list[_Entry], reason: str) -> None:
+    def _fail(self, batch: list[_Entry], reason: str | DeadlineExceeded) -> None:
         log.warning(
             "model %s version %s failed a batch of %d requests: %s",
             self.name,
@@ -303,7 +323,10 @@ class Batcher:
             len(batch),
             reason,
         )
-        exc = ModelFailure(self.name, self.version, reason)
+        if isinstance(reason, DeadlineExceeded):  # an execution timeout, as the pool answered it
+            exc: DeadlineExceeded | ModelFailure = reason
+        else:
+            exc = ModelFailure(self.name, self.version, reason)
         for e in batch:
             if not e.future.done():
                 e.future.set_exception(exc)

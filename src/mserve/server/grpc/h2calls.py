@@ -17,13 +17,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from mserve.server.grpc.service import Streaming, Unary, status_of
+from mserve.server.grpc.service import CALL_DEADLINE, Streaming, Unary, status_of
 from mserve.server.grpc.status import Code
 from mserve.wire.http2 import hpack_literal
 
 # the gRPC status codes the transport itself answers with
-OK, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = (
+OK, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = (
     Code.OK,
+    Code.INVALID_ARGUMENT,
     Code.RESOURCE_EXHAUSTED,
     Code.UNIMPLEMENTED,
     Code.INTERNAL,
@@ -150,8 +151,12 @@ class Sink(Protocol):
         """End the call with this status."""
 
 
-async def run_unary(sink: Sink, stream: int, method: Unary, payload: bytes, limit: int) -> None:
-    """Parse, call, answer; every outcome ends the stream (unless it was reset: cancelled)."""
+async def run_unary(
+    sink: Sink, stream: int, method: Unary, payload: bytes, limit: int, deadline_ns: int = 0
+) -> None:
+    """Parse, call, answer; every outcome ends the stream (unless it was reset: cancelled).
+    The handler finds the call's deadline (grpc-timeout) in :data:`CALL_DEADLINE`."""
+    CALL_DEADLINE.set(deadline_ns)  # this task's own context
     try:
         request = method.parse(payload)
     except Exception:  # protobuf's DecodeError, or anything its parser raises
@@ -169,10 +174,16 @@ async def run_unary(sink: Sink, stream: int, method: Unary, payload: bytes, limi
 
 
 async def run_streaming(
-    sink: Sink, stream: int, method: Streaming, requests: asyncio.Queue[Any], limit: int
+    sink: Sink,
+    stream: int,
+    method: Streaming,
+    requests: asyncio.Queue[Any],
+    limit: int,
+    deadline_ns: int = 0,
 ) -> None:
     """Feed the handler the requests as they arrive (None on ``requests`` ends them) and send
     each answer as it comes. The handler is closed however the call ends."""
+    CALL_DEADLINE.set(deadline_ns)
     try:
         async with contextlib.aclosing(method.call(_drain(requests))) as answers:
             async for answer in answers:

@@ -26,11 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 
 import hpack
 
-from mserve.server.grpc.h2streams import MAX_STREAMS, WINDOW, Fields, Streams, Violation
+from mserve.server.grpc.h2streams import (
+    MAX_STREAMS,
+    WINDOW,
+    Authorize,
+    Fields,
+    Streams,
+    Violation,
+)
 from mserve.server.grpc.service import GrpcService, Method
 from mserve.wire.http2 import (
     ACK,
@@ -109,19 +117,27 @@ class GrpcServer:
 
 
 async def start_grpc(
-    service: GrpcService, host: str, port: int, max_message_bytes: int, shared: bool = False
+    service: GrpcService,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    shared: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> GrpcServer:
     """Listen on ``host:port`` and serve (OSError when the port is taken); ``shared`` lets the
     workers of one server share the port (SO_REUSEPORT), which is otherwise off so that a port
-    in use is an error. Messages longer than ``max_message_bytes`` are RESOURCE_EXHAUSTED."""
+    in use is an error. Messages longer than ``max_message_bytes`` are RESOURCE_EXHAUSTED.
+    With ``tls`` (its ALPN offering h2) the port speaks gRPC over TLS only."""
     methods = service.methods()
+    authorize = service.authorize if service.keys is not None else None
     connections = GrpcConnections()
     listener = await asyncio.get_running_loop().create_server(
-        lambda: GrpcProtocol(methods, connections, max_message_bytes),
+        lambda: GrpcProtocol(methods, connections, max_message_bytes, authorize),
         host,
         port,
         reuse_port=shared or None,
         backlog=2048,
+        ssl=tls,
     )
     return GrpcServer(listener, connections)
 
@@ -130,11 +146,15 @@ class GrpcProtocol(asyncio.Protocol):
     """One client connection."""
 
     def __init__(
-        self, methods: dict[str, Method], connections: GrpcConnections, max_message_bytes: int
+        self,
+        methods: dict[str, Method],
+        connections: GrpcConnections,
+        max_message_bytes: int,
+        authorize: Authorize | None = None,
     ) -> None:
         self.connections = connections
         self.transport: asyncio.Transport | None = None
-        self.streams = Streams(methods, max_message_bytes, self._write, self._closed)
+        self.streams = Streams(methods, max_message_bytes, self._write, self._closed, authorize)
         self._decoder = hpack.Decoder()
         self._known: dict[bytes, Fields] = {}
         self._buf = b""
@@ -294,7 +314,7 @@ class GrpcProtocol(asyncio.Protocol):
         found = self._known.get(block)
         if found is not None:
             return found
-        path, post, grpc_type, encoding = "", False, False, b""
+        path, post, grpc_type, encoding, authorization, timeout = "", False, False, b"", b"", b""
         for name, value in self._decoder.decode(block, raw=True):
             if name == b":path":
                 path = value.decode("latin-1")
@@ -304,7 +324,11 @@ class GrpcProtocol(asyncio.Protocol):
                 grpc_type = value.startswith(b"application/grpc")
             elif name == b"grpc-encoding":
                 encoding = value
-        found = (path, post and grpc_type, encoding)
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"grpc-timeout":
+                timeout = value
+        found = (path, post and grpc_type, encoding, authorization, timeout)
         if not keeps_table(block):
             self._known.clear()
         elif len(self._known) < _KNOWN_BLOCKS:

@@ -17,10 +17,12 @@ small unary answer is one write.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from mserve.server.grpc.h2calls import (
     INTERNAL,
+    INVALID_ARGUMENT,
     OK_TRAILERS,
     RESPONSE_HEAD,
     UNIMPLEMENTED,
@@ -57,8 +59,26 @@ from mserve.wire.http2 import (
 WINDOW = 1 << 24  # what a client may send ahead, per stream and per connection
 MAX_STREAMS = 1024  # open streams per connection
 
-#: (path, POST with a gRPC content-type, grpc-encoding) of a request's header block
-Fields = tuple[str, bool, bytes]
+#: (path, POST with a gRPC content-type, grpc-encoding, authorization, grpc-timeout) of a
+#: request's header block
+Fields = tuple[str, bool, bytes, bytes, bytes]
+
+#: Decides whether a call may start: (path, authorization) -> None, or the (code, message) that
+#: refuses it
+Authorize = Callable[[str, bytes], "tuple[int, str] | None"]
+
+_TIMEOUT_UNITS = {b"H": 3600 * 10**9, b"M": 60 * 10**9, b"S": 10**9, b"m": 10**6, b"u": 1000}
+_TIMEOUT_UNITS[b"n"] = 1
+
+
+def timeout_ns(value: bytes) -> int | None:
+    """gRPC's ``grpc-timeout`` (at most 8 digits and a unit, e.g. ``100m``) in nanoseconds;
+    None when it is not of that form."""
+    digits, unit = value[:-1], value[-1:]
+    scale = _TIMEOUT_UNITS.get(unit)
+    if scale is None or not digits.isdigit() or len(digits) > 8:
+        return None
+    return int(digits) * scale
 
 
 def _not_grpc() -> bytes:
@@ -83,6 +103,7 @@ class Stream:
     """One call's stream: what arrived, what waits to be sent."""
 
     __slots__ = (
+        "deadline_ns",
         "ended",
         "head_sent",
         "id",
@@ -108,6 +129,7 @@ class Stream:
         self.tail = b""  # the closing HEADERS frame, once the call is over
         self.requests: asyncio.Queue[object] | None = None  # streaming calls only
         self.task: asyncio.Task[None] | None = None
+        self.deadline_ns = 0  # from grpc-timeout, on the perf_counter_ns clock; 0: none
 
 
 class Streams:
@@ -119,10 +141,13 @@ class Streams:
         limit: int,
         write: Callable[[bytes], None],
         on_closed: Callable[[], None],
+        authorize: Authorize | None = None,
     ) -> None:
         """``write`` sends bytes (or drops them once the connection is closed); ``on_closed``
-        is told each time a stream closes; ``limit`` is the largest message, either way."""
+        is told each time a stream closes; ``limit`` is the largest message, either way;
+        ``authorize`` admits or refuses each call by its path and credentials."""
         self.methods = methods
+        self.authorize = authorize
         self.limit = limit
         self.open: dict[int, Stream] = {}
         self.last_id = 0  # the highest stream id the client opened
@@ -152,20 +177,29 @@ class Streams:
         if refuse or len(self.open) >= MAX_STREAMS:
             self._write(frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
             return
-        path, is_grpc, encoding = fields
+        path, is_grpc, encoding, authorization, timeout = fields
         method = self.methods.get(path)
+        refused = None if self.authorize is None else self.authorize(path, authorization)
+        wait_ns = timeout_ns(timeout) if timeout else 0
         if not is_grpc:
             self._refuse(sid, ended, _NOT_GRPC)
         elif method is None:
             self._refuse(sid, ended, trailers(UNIMPLEMENTED, f"unknown method {path}", True))
+        elif refused is not None:
+            self._refuse(sid, ended, trailers(*refused, only=True))
         elif encoding not in (b"", b"identity"):
             problem = f"grpc-encoding {encoding.decode('latin-1')} is not supported; send identity"
             self._refuse(sid, ended, trailers(UNIMPLEMENTED, problem, True))
+        elif wait_ns is None:
+            problem = f"grpc-timeout {timeout.decode('latin-1')!r} is not of the form 100m"
+            self._refuse(sid, ended, trailers(INVALID_ARGUMENT, problem, True))
         else:
             s = self.open[sid] = Stream(sid, method, MessageReader(self.limit), self.initial_window)
+            if wait_ns:
+                s.deadline_ns = time.perf_counter_ns() + wait_ns
             if isinstance(method, Streaming):
                 s.requests = asyncio.Queue()
-                call = run_streaming(self, sid, method, s.requests, self.limit)
+                call = run_streaming(self, sid, method, s.requests, self.limit, s.deadline_ns)
                 s.task = asyncio.get_running_loop().create_task(call)
             if ended:
                 self._end(s)
@@ -220,7 +254,8 @@ class Streams:
             got = len(s.reader.messages)
             self._fail(s, INTERNAL, f"a unary call takes one request message, not {got}")
         else:
-            call = run_unary(self, s.id, s.method, s.reader.messages.pop(), self.limit)
+            message = s.reader.messages.pop()
+            call = run_unary(self, s.id, s.method, message, self.limit, s.deadline_ns)
             s.task = asyncio.get_running_loop().create_task(call)
 
     def _fail(self, s: Stream, code: int, message: str) -> None:

@@ -15,10 +15,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from mserve.errors import MserveError
+from mserve.server.auth import INFERENCE, MANAGEMENT, METRICS, ApiKeys, bearer
 from mserve.server.dataplane import DataPlane
 from mserve.server.grpc import codec
 from mserve.server.grpc.status import Code, code_of
@@ -61,12 +63,43 @@ def status_of(exc: Exception) -> tuple[int, str]:
     return int(Code.INTERNAL), INTERNAL_MESSAGE
 
 
+#: The deadline of the call a handler serves (grpc-timeout), on the perf_counter_ns clock;
+#: 0: none. Set by the transport in each call's own task.
+CALL_DEADLINE: ContextVar[int] = ContextVar("mserve_grpc_deadline", default=0)
+
+#: Calls anyone may make (health probes); the others need an API key scope when keys are set
+_OPEN = {"ServerLive", "ServerReady"}
+_SCOPES = {
+    "RepositoryIndex": MANAGEMENT,
+    "RepositoryModelLoad": MANAGEMENT,
+    "RepositoryModelUnload": MANAGEMENT,
+    "ModelStatistics": METRICS,
+}
+
+
 class GrpcService:
     """The V2 gRPC service of one worker."""
 
-    def __init__(self, dataplane: DataPlane, in_flight: InFlight) -> None:
+    def __init__(
+        self, dataplane: DataPlane, in_flight: InFlight, keys: ApiKeys | None = None
+    ) -> None:
         self.dp = dataplane
         self.in_flight = in_flight
+        self.keys = keys if keys is not None and keys.enabled else None
+
+    def authorize(self, path: str, authorization: bytes) -> tuple[int, str] | None:
+        """None when a call to ``path`` with this ``authorization`` metadata may start, else
+        the (status, message) that refuses it: UNAUTHENTICATED or PERMISSION_DENIED."""
+        if self.keys is None:
+            return None
+        name = path.rpartition("/")[2]
+        if name in _OPEN:
+            return None
+        try:
+            self.keys.check(bearer(authorization), _SCOPES.get(name, INFERENCE))
+        except MserveError as exc:
+            return int(code_of(exc)), exc.message
+        return None
 
     def methods(self) -> dict[str, Method]:
         """Every RPC of the service, by the path clients call it with."""
@@ -174,7 +207,11 @@ class GrpcService:
         start = time.perf_counter()
         self.in_flight.count += 1
         try:
-            response = await self.dp.infer(codec.decode_infer(req))
+            if req.model_name:  # a full queue refuses before any decoding
+                self.dp.admit(req.model_name, req.model_version or None)
+            request = codec.decode_infer(req)
+            request.deadline_ns = CALL_DEADLINE.get()
+            response = await self.dp.infer(request)
             encoded = codec.encode_infer(response)
         except (Exception, asyncio.CancelledError) as exc:
             version = req.model_version or None

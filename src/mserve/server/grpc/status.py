@@ -20,16 +20,20 @@ class Code(IntEnum):
     INVALID_ARGUMENT = 3
     DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
+    PERMISSION_DENIED = 7
     FAILED_PRECONDITION = 9
     RESOURCE_EXHAUSTED = 8
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 #: Most specific class first; the first match wins.
 CODES: tuple[tuple[type[errors.MserveError], Code], ...] = (
     (errors.PayloadTooLarge, Code.RESOURCE_EXHAUSTED),
+    (errors.Unauthenticated, Code.UNAUTHENTICATED),
+    (errors.Forbidden, Code.PERMISSION_DENIED),
     (errors.Unsupported, Code.UNIMPLEMENTED),
     (errors.InvalidRequest, Code.INVALID_ARGUMENT),
     (errors.RouteNotFound, Code.UNIMPLEMENTED),

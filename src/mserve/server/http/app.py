@@ -24,10 +24,13 @@ from mserve.errors import (
     PayloadTooLarge,
     RouteNotFound,
     ServerBusy,
+    Unauthenticated,
 )
 from mserve.server import dashboard
+from mserve.server.auth import INFERENCE, MANAGEMENT, METRICS, ApiKeys, bearer
 from mserve.server.dataplane import DataPlane
 from mserve.server.http import codec
+from mserve.server.http.deadline import deadline_of
 from mserve.server.http.status import status_of
 from mserve.server.http.tfserving import TfServingApi
 from mserve.server.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -60,7 +63,36 @@ def error_reply(exc: MserveError) -> Reply:
     status, body, headers = _json(status_of(exc), {"error": exc.message})
     if isinstance(exc, ServerBusy):
         headers = [*headers, (b"retry-after", str(exc.retry_after_s).encode())]
+    elif isinstance(exc, Unauthenticated):
+        headers = [*headers, (b"www-authenticate", b'Bearer realm="mserve"')]
     return status, body, headers
+
+
+def scope_of(parts: list[str]) -> str | None:
+    """The API key scope a path needs (split at '/'); None: open to all (health probes and the
+    OpenAPI document). Unknown paths need the inference scope, so that a client without a key
+    learns nothing about which routes exist."""
+    head = parts[0]
+    if head == "v2" and len(parts) >= 2:
+        if parts[1] == "health":
+            return None
+        if parts[1] == "repository":
+            return MANAGEMENT
+        if parts[1] == "models" and parts[-1] == "stats":
+            return METRICS
+    elif head in ("metrics", "dashboard"):
+        return METRICS
+    elif head == "openapi.json" and len(parts) == 1:
+        return None
+    return INFERENCE
+
+
+def credential(headers: Headers) -> bytes | None:
+    """The API key a request carries: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    key = bearer(headers.get(b"authorization"))
+    if key is None:
+        key = headers.get(b"x-api-key") or None
+    return key
 
 
 INTERNAL_ERROR: Reply = _json(500, {"error": "internal server error; see the server log"})
@@ -75,16 +107,22 @@ class HttpApp:
         max_body_bytes: int = 64 * 1024 * 1024,
         history: dashboard.History | None = None,
         workers: int = 1,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.dp = dataplane
         self.max_body_bytes = max_body_bytes
         self.history = history
         self.workers = workers
+        self.keys = keys if keys is not None and keys.enabled else None
         self.tfserving = TfServingApi(dataplane, self._body)
 
     async def handle(self, request: Request) -> Reply:
         """Answer one request; never raises."""
         try:
+            if self.keys is not None:
+                scope = scope_of(request.path.strip("/").split("/"))
+                if scope is not None:
+                    self.keys.check(credential(request.headers), scope)
             return await self._dispatch(request)
         except MserveError as exc:
             return error_reply(exc)
@@ -116,6 +154,10 @@ class HttpApp:
             return 200, self.dp.metrics_text(), [(b"content-type", METRICS_TYPE)]
         elif parts[0] == "dashboard" and method == "GET" and len(parts) <= 2:
             return self._dashboard(request, parts[1] if len(parts) == 2 else "")
+        elif parts[0] == "openapi.json" and len(parts) == 1 and method == "GET":
+            from mserve.server.http.openapi import document_json  # the one route needing it
+
+            return 200, document_json(), _JSON
         raise RouteNotFound(method, path)
 
     def _dashboard(self, request: Request, name: str) -> Reply:
@@ -160,6 +202,7 @@ class HttpApp:
         tail = rest[1:]
         if len(tail) >= 2 and tail[0] == "versions":
             version, tail = tail[1], tail[2:]
+            self.dp.check_version_segment(name, version)
         action = tail[0] if len(tail) == 1 else ("" if not tail else None)
         if action == "infer" and method == "POST":
             return await self._infer(request, name, version)
@@ -215,6 +258,7 @@ class HttpApp:
     async def _infer_counted(
         self, request: Request, name: str, version: str | None
     ) -> tuple[Reply, str]:
+        model = self.dp.admit(name, version)  # a full queue refuses before any decoding
         header_length: int | None = None
         raw_length = request.headers.get(codec.HEADER_LENGTH.encode())
         if raw_length is not None:
@@ -226,7 +270,6 @@ class HttpApp:
                 ) from None
         body = self._body(request)
         if header_length == 0:
-            model = self.dp.lookup(name, version)
             if len(model.config.inputs) != 1:
                 raise MalformedRequest(
                     "Inference-Header-Content-Length 0 (raw binary) needs a model with one input; "
@@ -235,6 +278,7 @@ class HttpApp:
             infer_request = codec.decode_raw(body, model.config.inputs[0], name, version)
         else:
             infer_request = codec.decode_infer(body, header_length, name, version)
+        infer_request.deadline_ns = deadline_of(request.headers)
         response = await self.dp.infer(infer_request)
         out, json_length = codec.encode_infer(response, infer_request)
         if json_length is None:

@@ -18,7 +18,13 @@ from urllib.parse import unquote
 
 import httptools
 
-from mserve.errors import MalformedRequest, PayloadTooLarge
+from mserve.errors import (
+    HeadersTooLarge,
+    InvalidRequest,
+    MalformedRequest,
+    PayloadTooLarge,
+    TooManyConnections,
+)
 from mserve.server.http.app import HttpApp, Reply, Request, error_reply
 from mserve.server.load import InFlight
 
@@ -27,6 +33,7 @@ log = logging.getLogger("mserve.http")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _MAX_PIPELINE = 32  # queued requests per connection before reading pauses
 _SERVER = b"server: mserve\r\n"
+_QUIET_S = 0.2  # at shutdown, idle connections close once all have been quiet this long
 
 
 class _Date:
@@ -64,26 +71,54 @@ def render(reply: Reply, keep_alive: bool, head_only: bool = False) -> bytes:
 
 
 class Connections:
-    """The open connections of one server, for idle time-outs and draining at shutdown."""
+    """The open connections of one server: limits, idle time-outs, and draining at shutdown.
 
-    def __init__(self, keep_alive_s: float = 75.0, in_flight: InFlight | None = None) -> None:
+    ``accepted`` counts requests read whole, ``answered`` the responses written, and
+    ``abandoned`` the requests whose connection closed before their answer; at the end of a
+    drain ``accepted == answered + abandoned``.
+    """
+
+    def __init__(
+        self,
+        keep_alive_s: float = 75.0,
+        in_flight: InFlight | None = None,
+        max_connections: int = 0,
+        max_header_bytes: int = 16 * 1024,
+        read_timeout_s: float = 30.0,
+    ) -> None:
         self.open: set[HttpServerProtocol] = set()
         self.in_flight = in_flight or InFlight()
         self.keep_alive_s = keep_alive_s
+        self.max_connections = max_connections  # 0: no limit
+        self.max_header_bytes = max_header_bytes
+        self.read_timeout_s = read_timeout_s  # longest a request may take to arrive
         self.closing = False
+        self.accepted = 0
+        self.answered = 0
+        self.abandoned = 0
+        self.refused_connections = 0
 
     def close_idle(self) -> None:
-        """Close connections idle for longer than the keep-alive time."""
-        limit = time.monotonic() - self.keep_alive_s
+        """Close connections idle for longer than the keep-alive time, and answer 408 to
+        requests that have taken longer than the read time-out to arrive."""
+        now = time.monotonic()
+        limit = now - self.keep_alive_s
         for conn in list(self.open):
             if conn.idle and conn.last_active < limit:
                 conn.close()
+            elif conn.receiving and conn.receiving_since < now - self.read_timeout_s:
+                conn.read_timed_out()
 
     async def drain(self, timeout_s: float) -> None:
-        """Let in-flight requests finish (bounded), then close every connection."""
+        """Answer every request in flight and any that still arrives on an open connection
+        (each with ``connection: close``), bounded by ``timeout_s``; close connections once
+        all have been quiet for a moment, then every connection."""
         self.closing = True
         deadline = time.monotonic() + timeout_s
-        while any(not c.idle for c in self.open) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            quiet_since = time.monotonic() - _QUIET_S
+            if all(c.idle and c.last_active < quiet_since for c in self.open):
+                break
             await asyncio.sleep(0.01)
         for conn in list(self.open):
             conn.close()
@@ -105,25 +140,40 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._size = 0
+        self._head_size = 0
         self._rejected = False
+        self.receiving = False  # a request has begun to arrive and has not ended
+        self.receiving_since = 0.0
 
     @property
     def idle(self) -> bool:
-        return not self.busy and not self.queue
+        return not self.busy and not self.queue and not self.receiving
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        conns = self.connections
+        if conns.max_connections and len(conns.open) >= conns.max_connections:
+            conns.refused_connections += 1
+            reply = error_reply(TooManyConnections(conns.max_connections))
+            transport.write(render(reply, keep_alive=False))  # type: ignore[attr-defined]
+            transport.close()
+            return
         self.transport = transport  # type: ignore[assignment]
-        self.connections.open.add(self)
+        conns.open.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.open.discard(self)
+        conns = self.connections
+        conns.open.discard(self)
         self.transport = None
-        self.connections.in_flight.count -= len(self.queue)  # never to be answered
+        unanswered = len(self.queue) + (1 if self.busy else 0)
+        conns.abandoned += unanswered
+        conns.in_flight.count -= len(self.queue)  # never to be answered
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:  # refused (too many connections) or closed
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -139,11 +189,24 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._size = 0
+        self._head_size = 0
+        self.receiving = True
+        self.receiving_since = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
+
+    def _count_head(self, n: int) -> None:
+        self._head_size += n
+        limit = self.connections.max_header_bytes
+        if self._head_size > limit and not self._rejected:
+            self._reject(HeadersTooLarge(self._head_size, limit))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        if self._rejected:
+            return
         key = name.lower()
         old = self._headers.get(key)
         self._headers[key] = value if old is None else old + b", " + value
@@ -166,6 +229,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self.receiving = False
         if self._rejected:
             return
         url = self._url
@@ -176,6 +240,7 @@ class HttpServerProtocol(asyncio.Protocol):
         query = "" if q < 0 else url[q + 1 :].decode("latin-1")
         request = Request(self.parser.get_method().decode(), path, self._headers, body, query)
         self.queue.append((request, self.parser.should_keep_alive()))
+        self.connections.accepted += 1
         self.connections.in_flight.count += 1
         if len(self.queue) > _MAX_PIPELINE and self.transport is not None:
             self.transport.pause_reading()
@@ -195,11 +260,12 @@ class HttpServerProtocol(asyncio.Protocol):
         finally:
             self.connections.in_flight.count -= 1
         transport = self.transport
-        if transport is None:  # the client went away; nothing to write to
+        if transport is None:  # the client went away; nothing to write to (counted abandoned)
             self.busy = False
             return
         keep_alive = keep_alive and not self.connections.closing
         transport.write(render(reply, keep_alive, request.method == "HEAD"))
+        self.connections.answered += 1
         self.busy = False
         self.last_active = time.monotonic()
         if not keep_alive:
@@ -210,13 +276,27 @@ class HttpServerProtocol(asyncio.Protocol):
             if len(self.queue) <= _MAX_PIPELINE // 2:
                 transport.resume_reading()
 
-    def _reject(self, error: MalformedRequest | PayloadTooLarge) -> None:
+    def _reject(self, error: InvalidRequest) -> None:
         """Answer an unreadable or oversized request at once and close the connection."""
         self._rejected = True
+        self.receiving = False
         self.connections.in_flight.count -= len(self.queue)
+        self.connections.abandoned += len(self.queue)
         self.queue.clear()
         if self.transport is not None:
             self.transport.write(render(error_reply(error), keep_alive=False))
+            self.transport.close()
+
+    def read_timed_out(self) -> None:
+        """A request that takes too long to arrive (a stalled or malicious client): 408."""
+        self.receiving = False
+        if self.transport is not None and not self._rejected:
+            self._rejected = True
+            seconds = self.connections.read_timeout_s
+            doc = b'{"error":"the request did not arrive whole within %g s"}' % seconds
+            self.transport.write(
+                render((408, doc, [(b"content-type", b"application/json")]), keep_alive=False)
+            )
             self.transport.close()
 
     def close(self) -> None:

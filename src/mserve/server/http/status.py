@@ -7,6 +7,9 @@ from mserve import errors
 #: Most specific class first; the first match wins.
 STATUS: tuple[tuple[type[errors.MserveError], int], ...] = (
     (errors.PayloadTooLarge, 413),
+    (errors.HeadersTooLarge, 431),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
     (errors.Unsupported, 501),
     (errors.InvalidRequest, 400),
     (errors.RouteNotFound, 404),

@@ -19,6 +19,7 @@ from mserve.protocol import InferRequest
 from mserve.server.dataplane import DataPlane
 from mserve.server.http import codec
 from mserve.server.http import tfserving_codec as tfc
+from mserve.server.http.deadline import deadline_of
 
 if TYPE_CHECKING:
     from mserve.server.http.app import Reply, Request
@@ -48,6 +49,7 @@ class TfServingApi:
         version: str | None = None
         if len(tail) >= 2 and tail[0] == "versions":
             version, tail = tail[1], tail[2:]
+            self.dp.check_version_segment(name, version)
         elif len(tail) >= 2 and tail[0] == "labels":
             known = ", ".join(self.dp.model_metadata(name).versions)
             raise NotFound(
@@ -96,8 +98,8 @@ class TfServingApi:
     async def _infer_counted(
         self, request: Request, verb: str, name: str, version: str | None
     ) -> tuple[dict[str, Any], str]:
+        cfg = self.dp.admit(name, version).config  # a full queue refuses before any decoding
         doc = tfc.parse_body(self.body(request), verb)
-        cfg = self.dp.lookup(name, version).config
         if verb == "predict":
             inputs, rows = tfc.decode_predict(doc, cfg.inputs, name)
         else:
@@ -105,7 +107,9 @@ class TfServingApi:
                 cfg.outputs, name
             )
             inputs = tfc.decode_examples(doc, cfg.inputs, name)
-        response = await self.dp.infer(InferRequest(name, version, inputs))
+        response = await self.dp.infer(
+            InferRequest(name, version, inputs, deadline_ns=deadline_of(request.headers))
+        )
         if verb == "predict":
             out = tfc.encode_predict(response.outputs, rows)
         elif verb == "classify":
