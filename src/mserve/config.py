@@ -126,7 +126,8 @@ class ServerSettings:
     metrics_dir: str = ""  # with several workers: where they share their metrics (set by serve)
     poll_interval_s: float = 0.0  # rescan the repository this often and reload what changed; 0: off
     management: bool = False  # the load / unload API (off: 403)
-    api_keys: str = ""  # file of API keys and their scopes; "" and no MSERVE_API_KEYS: no auth
+    api_keys: str = ""  # file of API keys and their scopes; "" and no api_keys_env: no auth
+    api_keys_env: str = ""  # the keys as $MSERVE_API_KEYS held them (read by the CLI)
     tls_cert: str = ""  # PEM certificate chain; with tls_key, HTTPS and gRPC over TLS
     tls_key: str = ""
     max_header_bytes: int = 16 * 1024  # request line and headers together; larger gets 431

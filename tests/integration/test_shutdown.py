@@ -103,7 +103,7 @@ def test_sigterm_under_load_answers_every_accepted_request(
     assert set(outcomes) <= {"ok", "refused", "told to close"}, outcomes
     assert outcomes["refused"] == CLIENTS, outcomes
     # each worker: accepted = answered (the readiness probes of start() are among them)
-    found = re.findall(r"drained: (\d+) of (\d+) HTTP request\(s\) answered, (\d+) abandoned", log)
+    found = re.findall(r"drained: (\d+) of (\d+) HTTP request\(s\) answered, (\d+) unanswered", log)
     assert len(found) == workers, log
     answered = accepted = abandoned = 0
     for a, b, c in found:

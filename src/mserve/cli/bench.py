@@ -32,6 +32,8 @@ the requested, requests that could not be started).
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
+        # no abbreviations: -H values are redacted from saved runs by the option's full name
+        allow_abbrev=False,
         help="load-test a V2, TF Serving or HTTP endpoint: latency, throughput, SLO search",
         description=(
             "Load-test a model served over the Open Inference Protocol V2, over HTTP or gRPC "

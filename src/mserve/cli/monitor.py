@@ -46,6 +46,8 @@ examples:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "monitor",
+        # no abbreviations: -H values are redacted from saved runs by the option's full name
+        allow_abbrev=False,
         help="watch a serving server's metrics live in the terminal",
         description=(
             "Scrape URL/metrics of an mserve or Triton server every --interval seconds and show "

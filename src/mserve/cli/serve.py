@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from mserve.config import ServerSettings
+from mserve.server.auth import ENV_VAR
 
 
 def register(sub: Any) -> None:
@@ -152,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         drain_s=args.drain_timeout,
         api_keys=args.api_keys,
+        api_keys_env=os.environ.get(ENV_VAR, ""),
         management=args.enable_management,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from mserve.bench.headers import refused
@@ -68,8 +69,12 @@ class HttpScraper:
     def __call__(self) -> Snapshot:
         request = urllib.request.Request(self.url, headers=self.headers)
         context = self.tls.context("http/1.1") if self.tls is not None else None
+        handlers: list[urllib.request.BaseHandler] = [_KeepKeysHome()]
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as r:
+            with opener.open(request, timeout=self.timeout) as r:
                 body = r.read(MAX_BYTES)
         except urllib.error.HTTPError as exc:
             detail = exc.read(4096) if exc.code in (401, 403) else b""
@@ -89,6 +94,27 @@ class HttpScraper:
             return parse(body.decode("utf-8", errors="replace"), taken)
         except UnrecognisedMetrics as exc:
             raise NotFound(f"{self.url} answered, but with {exc}{_hint(self.url)}") from None
+
+
+class _KeepKeysHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never carries credentials to another scheme, host or port."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        old_origin = urlsplit(req.full_url)[:2]
+        if new is not None and urlsplit(new.full_url)[:2] != old_origin:
+            for name in ("Authorization", "X-api-key"):  # urllib capitalises header names
+                new.headers.pop(name, None)
+                new.unredirected_hdrs.pop(name, None)
+        return new
 
 
 def _hint(url: str) -> str:

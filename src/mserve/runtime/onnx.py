@@ -98,10 +98,8 @@ class OnnxRuntime:
         self, inputs: dict[str, np.ndarray], outputs: list[str], run: RunHandle
     ) -> dict[str, np.ndarray]:
         """Like :meth:`infer`; ``run``'s stop sets ``terminate`` on this call's RunOptions."""
-        import onnxruntime as ort
-
         feed = self._feed(inputs) if self._string_inputs else inputs
-        options = ort.RunOptions()
+        options = type(self._run_options)()  # one per call: terminate stops only this run
 
         def stop() -> str:
             options.terminate = True

@@ -168,7 +168,9 @@ class ProcessRuntime:
                     f"the instance process (pid {pid}) exited during the call "
                     f"({_exit(process)}); a new one is starting"
                 ) from None
-            if run is not None and run.cancelled:  # killed just as it answered
+            # decide result or cancellation now, under the lock: once finished, the watchdog
+            # can no longer kill this child (which would fail the next, unrelated call)
+            if run is not None and not run.finish():  # killed just as it answered
                 self._lost()
                 raise RunCancelled(f"the instance process (pid {pid}) was killed")
         if reply[0] == "ok":

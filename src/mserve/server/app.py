@@ -66,7 +66,8 @@ def build(
     metrics.registry.on_collect(models.collect_metrics)
     metrics.registry.on_collect(lambda: metrics.in_flight.set(in_flight.count))
     exchange = Exchange(Path(settings.metrics_dir)) if settings.metrics_dir else None
-    keys = load_keys(settings.api_keys)  # a bad key file stops the server before any loading
+    # a bad key file stops the server before any loading
+    keys = load_keys(settings.api_keys, settings.api_keys_env)
     models.load_all()
     dataplane = DataPlane(
         models,
@@ -85,6 +86,11 @@ def build(
         keys=keys,
     )
     return Server(dataplane, http, in_flight, history, keys)
+
+
+#: a TLS handshake not done by then is dropped (a connection counts against --max-connections
+#: only once its handshake is done)
+TLS_HANDSHAKE_S = 10.0
 
 
 def tls_context(settings: ServerSettings, alpn: list[str]) -> ssl.SSLContext | None:
@@ -152,7 +158,7 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(repository: Path, settings: ServerSettings, announce: Announce | None = None) -> None:
     """Serve the repository until SIGINT / SIGTERM; blocks."""
     tls_context(settings, [])  # a wrong certificate or key file stops the server at once
-    load_keys(settings.api_keys)
+    load_keys(settings.api_keys, settings.api_keys_env)
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     if settings.grpc_port is not None and settings.workers > 1:
@@ -207,13 +213,15 @@ async def _serve_async(
         max_connections=settings.max_connections,
         max_header_bytes=settings.max_header_bytes,
     )
+    tls = tls_context(settings, ["http/1.1"])
     # accept HTTP only once gRPC listens too, so that ready means ready on both
     listener = await loop.create_server(
         lambda: HttpServerProtocol(server.http, connections),
         sock=sock,
         backlog=2048,
         start_serving=False,
-        ssl=tls_context(settings, ["http/1.1"]),
+        ssl=tls,
+        ssl_handshake_timeout=TLS_HANDSHAKE_S if tls is not None else None,
     )
     grpc_server = None
     if settings.grpc_port is not None:
@@ -284,7 +292,7 @@ async def _serve_async(
         await poller  # a load it started finishes first
     summary = (
         f"drained: {connections.answered} of {connections.accepted} HTTP request(s) answered, "
-        f"{connections.abandoned} abandoned by their clients"
+        f"{connections.abandoned} unanswered as their connection closed"
     )
     log.info("%s", summary)
     if announce is not None or settings.workers > 1:
@@ -371,8 +379,8 @@ def _supervise(
                 log.error("worker pid %s exited with %s; starting a new one", p.pid, p.exitcode)
                 workers[i] = start(False)
     finally:
-        for p in workers:
-            p.join(timeout=30)
+        for p in workers:  # each drains for at most drain_s, then closes
+            p.join(timeout=settings.drain_s + 30)
             if p.is_alive():
                 p.kill()
         sock.close()

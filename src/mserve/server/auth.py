@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +111,10 @@ def parse_keys(text: str, source: str) -> dict[str, frozenset[str]]:
             scopes = set(SCOPES)
         unknown = scopes - set(SCOPES)
         if unknown or not scopes:
+            # short words are echoed; a long one may be a key put where a scope goes
+            shown = ["(a long word)" if len(w) >= MIN_KEY_LENGTH else w for w in sorted(unknown)]
             raise ConfigError(
-                source,
-                where,
-                f"scopes among {', '.join(SCOPES)} or *",
-                ",".join(sorted(unknown)) or scope_text,
+                source, where, f"scopes among {', '.join(SCOPES)} or *", ",".join(shown) or "none"
             )
         if key in keys:
             raise ConfigError(source, where, "each key once", "a repeated key")
@@ -124,9 +122,10 @@ def parse_keys(text: str, source: str) -> dict[str, frozenset[str]]:
     return keys
 
 
-def load_keys(path: str = "") -> ApiKeys:
-    """The keys of ``path`` if given, else of ``$MSERVE_API_KEYS``, else none (an open
-    server). A file that names no key is an error: it would leave the server open."""
+def load_keys(path: str = "", env_text: str = "") -> ApiKeys:
+    """The keys of the file at ``path`` if given, else of ``env_text`` (what the CLI read from
+    ``$MSERVE_API_KEYS``), else none: an open server. A file that names no key is an error: it
+    would leave the server open."""
     if path:
         try:
             text = Path(path).read_text()
@@ -136,5 +135,4 @@ def load_keys(path: str = "") -> ApiKeys:
         if not keys:
             raise ConfigError(path, "api keys", "at least one 'KEY SCOPES' line", "none")
         return ApiKeys(keys)
-    env = os.environ.get(ENV_VAR, "")
-    return ApiKeys(parse_keys(env, f"${ENV_VAR}")) if env.strip() else ApiKeys({})
+    return ApiKeys(parse_keys(env_text, f"${ENV_VAR}")) if env_text.strip() else ApiKeys({})

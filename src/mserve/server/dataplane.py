@@ -121,8 +121,11 @@ class DataPlane:
             }
         return doc
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Check the server's limits, settle the request's deadline, and compute it."""
+    async def infer(
+        self, request: InferRequest, model: ModelVersion | None = None
+    ) -> InferResponse:
+        """Check the server's limits, settle the request's deadline, and compute it on
+        ``model`` (the version :meth:`admit` returned for it) or the one it names."""
         if self.max_tensor_elements:
             elements = sum(t.data.size for t in request.inputs)
             if elements > self.max_tensor_elements:
@@ -131,7 +134,9 @@ class DataPlane:
                     f"accepts at most {self.max_tensor_elements} a request (--max-tensor-elements)"
                 )
         self._settle_deadline(request)
-        return await self.models.get(request.model_name, request.model_version).infer(request)
+        if model is None:
+            model = self.models.get(request.model_name, request.model_version)
+        return await model.infer(request)
 
     def _settle_deadline(self, request: InferRequest) -> None:
         """The earliest of the transport's deadline (gRPC's, an HTTP header's) and Triton's

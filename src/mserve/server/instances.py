@@ -59,7 +59,7 @@ class _Ticket:
 
     def __init__(self, deadline_ns: int) -> None:
         self.deadline_ns = deadline_ns
-        self.queued_ns = time.perf_counter_ns()
+        self.queued_ns = 0  # set as it is queued
         self.started = False  # an instance took it: it runs to the end
         self.dropped = False  # answered at its deadline: skipped when its turn comes
 
@@ -149,9 +149,15 @@ class InstancePool:
         ticket = _Ticket(deadline_ns) if deadline_ns else None
         self.execute(feed, outputs, partial(_resolve, fut), loop, ticket)
         if ticket is not None:
-            delay = max(0.0, (deadline_ns - time.perf_counter_ns()) / 1e9)
+            delay = max(0.0, (deadline_ns - ticket.queued_ns) / 1e9)
             timer = loop.call_later(delay, self._drop, ticket, fut)
-            fut.add_done_callback(lambda _: timer.cancel())
+
+            def settled(fut: asyncio.Future[Timed]) -> None:
+                timer.cancel()
+                if fut.cancelled():  # its client left: skipped too, when its turn comes
+                    ticket.dropped = True
+
+            fut.add_done_callback(settled)
         return fut
 
     def execute(
@@ -169,7 +175,10 @@ class InstancePool:
         if self._closed:
             raise RuntimeError("instance pool is closed")
         self.pending += 1
-        self._queue.put((feed, outputs, on_done, loop, time.perf_counter_ns(), ticket))
+        now = time.perf_counter_ns()
+        if ticket is not None:
+            ticket.queued_ns = now
+        self._queue.put((feed, outputs, on_done, loop, now, ticket))
 
     def _drop(self, ticket: _Ticket, fut: asyncio.Future[Timed]) -> None:
         """The deadline passed (on the event loop): answer now unless it is computing."""
@@ -298,6 +307,7 @@ class InstancePool:
         watchdog = self._watchdog
         get = self._queue.get
         clock = time.perf_counter_ns
+        cancellable = isinstance(runtime, Cancellable)  # once: a Protocol check is slow
         while True:
             item = get()
             if item is _STOP:
@@ -310,7 +320,12 @@ class InstancePool:
                 continue
             run = _Execution(self, watchdog, on_done, loop, start - queued_at)
             try:
-                result = Timed(_call(runtime, feed, outputs, run), None, start - queued_at, 0)
+                if cancellable:
+                    computed = runtime.infer_cancellable(feed, outputs, run)  # type: ignore[attr-defined]
+                else:
+                    run.begin(None)  # cannot be stopped: timed from now
+                    computed = runtime.infer(feed, outputs)
+                result = Timed(computed, None, start - queued_at, 0)
             except BaseException as exc:  # the model's failure belongs to this request only
                 result = Timed(None, exc, start - queued_at, 0)
             result.infer_ns = clock() - start

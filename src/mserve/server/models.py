@@ -663,12 +663,16 @@ class ModelManager:
                     first if first.thread_safe else self._factory(config.backend, path, config)
                 )
             mv = ModelVersion(effective, version, runtimes, self.in_flight, self.metrics)
-            if effective.drift is not None:
-                mv.drift = load_drift_reference(source.path, effective)
         except MserveError:
             for rt in {id(r): r for r in runtimes}.values():
                 rt.close()
             raise
+        if effective.drift is not None:
+            try:
+                mv.drift = load_drift_reference(source.path, effective)
+            except MserveError:
+                mv.close()  # its instance threads (and watchdog) with its runtimes
+                raise
         if effective.runtime.warmup:
             try:
                 mv.warmup()

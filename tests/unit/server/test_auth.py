@@ -61,16 +61,13 @@ def test_bearer_takes_only_the_bearer_scheme() -> None:
     assert bearer(None) is None
 
 
-def test_keys_come_from_the_file_or_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MSERVE_API_KEYS", f"{KEY} metrics")
-    assert len(load_keys()) == 1
+def test_keys_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    env = f"{KEY} metrics"
+    assert len(load_keys("", env)) == 1
     path = tmp_path / "keys"
     path.write_text(f"{'z' * 16} *\n{'y' * 16} inference\n")
-    assert len(load_keys(str(path))) == 2  # the file wins over the variable
-    monkeypatch.delenv("MSERVE_API_KEYS")
-    assert not load_keys().enabled
+    assert len(load_keys(str(path), env)) == 2  # the file wins over the variable
+    assert not load_keys("", "").enabled
     with pytest.raises(ConfigError, match="a readable file"):
         load_keys(str(tmp_path / "missing"))
 
@@ -93,3 +90,10 @@ def test_keys_come_from_the_file_or_the_environment(
 )
 def test_grpc_timeout_header(value: bytes, ns: int | None) -> None:
     assert timeout_ns(value) == ns
+
+
+def test_a_key_written_where_a_scope_goes_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_keys(f"{KEY} {'s' * 20}", "keys.txt")
+    assert "(a long word)" in str(info.value)
+    assert "s" * 20 not in str(info.value)

@@ -125,9 +125,8 @@ class Batcher:
         """
         if self._closing:
             raise RuntimeError("batcher is closed")
+        self.admit()
         policy = self.policy
-        if policy.max_queue_size and self.queued >= policy.max_queue_size:
-            raise ServerBusy(self.name, self.version, self.queued, policy.max_queue_size)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()

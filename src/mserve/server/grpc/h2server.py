@@ -138,6 +138,7 @@ async def start_grpc(
         reuse_port=shared or None,
         backlog=2048,
         ssl=tls,
+        ssl_handshake_timeout=10.0 if tls is not None else None,
     )
     return GrpcServer(listener, connections)
 

@@ -207,11 +207,13 @@ class GrpcService:
         start = time.perf_counter()
         self.in_flight.count += 1
         try:
-            if req.model_name:  # a full queue refuses before any decoding
-                self.dp.admit(req.model_name, req.model_version or None)
+            # a full queue refuses before any decoding (an empty name: decoding says so)
+            model = (
+                self.dp.admit(req.model_name, req.model_version or None) if req.model_name else None
+            )
             request = codec.decode_infer(req)
             request.deadline_ns = CALL_DEADLINE.get()
-            response = await self.dp.infer(request)
+            response = await self.dp.infer(request, model)
             encoded = codec.encode_infer(response)
         except (Exception, asyncio.CancelledError) as exc:
             version = req.model_version or None

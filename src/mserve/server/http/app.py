@@ -258,6 +258,7 @@ class HttpApp:
     async def _infer_counted(
         self, request: Request, name: str, version: str | None
     ) -> tuple[Reply, str]:
+        deadline = deadline_of(request.headers)  # from arrival, decoding included
         model = self.dp.admit(name, version)  # a full queue refuses before any decoding
         header_length: int | None = None
         raw_length = request.headers.get(codec.HEADER_LENGTH.encode())
@@ -278,8 +279,8 @@ class HttpApp:
             infer_request = codec.decode_raw(body, model.config.inputs[0], name, version)
         else:
             infer_request = codec.decode_infer(body, header_length, name, version)
-        infer_request.deadline_ns = deadline_of(request.headers)
-        response = await self.dp.infer(infer_request)
+        infer_request.deadline_ns = deadline
+        response = await self.dp.infer(infer_request, model)
         out, json_length = codec.encode_infer(response, infer_request)
         if json_length is None:
             return (200, out, _JSON), response.model_version

@@ -74,8 +74,9 @@ class Connections:
     """The open connections of one server: limits, idle time-outs, and draining at shutdown.
 
     ``accepted`` counts requests read whole, ``answered`` the responses written, and
-    ``abandoned`` the requests whose connection closed before their answer; at the end of a
-    drain ``accepted == answered + abandoned``.
+    ``abandoned`` the requests whose connection closed before their answer (the client's doing,
+    or the server's: a refused request, or the drain's time limit); at the end of a drain
+    ``accepted == answered + abandoned``.
     """
 
     def __init__(
@@ -96,7 +97,6 @@ class Connections:
         self.accepted = 0
         self.answered = 0
         self.abandoned = 0
-        self.refused_connections = 0
 
     def close_idle(self) -> None:
         """Close connections idle for longer than the keep-alive time, and answer 408 to
@@ -154,7 +154,6 @@ class HttpServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         conns = self.connections
         if conns.max_connections and len(conns.open) >= conns.max_connections:
-            conns.refused_connections += 1
             reply = error_reply(TooManyConnections(conns.max_connections))
             transport.write(render(reply, keep_alive=False))  # type: ignore[attr-defined]
             transport.close()
@@ -260,7 +259,9 @@ class HttpServerProtocol(asyncio.Protocol):
         finally:
             self.connections.in_flight.count -= 1
         transport = self.transport
-        if transport is None:  # the client went away; nothing to write to (counted abandoned)
+        if transport is None or transport.is_closing():  # nothing to write to any more
+            if transport is not None:  # else connection_lost counted it already
+                self.connections.abandoned += 1
             self.busy = False
             return
         keep_alive = keep_alive and not self.connections.closing

@@ -98,7 +98,9 @@ class TfServingApi:
     async def _infer_counted(
         self, request: Request, verb: str, name: str, version: str | None
     ) -> tuple[dict[str, Any], str]:
-        cfg = self.dp.admit(name, version).config  # a full queue refuses before any decoding
+        deadline = deadline_of(request.headers)  # from arrival, decoding included
+        model = self.dp.admit(name, version)  # a full queue refuses before any decoding
+        cfg = model.config
         doc = tfc.parse_body(self.body(request), verb)
         if verb == "predict":
             inputs, rows = tfc.decode_predict(doc, cfg.inputs, name)
@@ -108,7 +110,7 @@ class TfServingApi:
             )
             inputs = tfc.decode_examples(doc, cfg.inputs, name)
         response = await self.dp.infer(
-            InferRequest(name, version, inputs, deadline_ns=deadline_of(request.headers))
+            InferRequest(name, version, inputs, deadline_ns=deadline), model
         )
         if verb == "predict":
             out = tfc.encode_predict(response.outputs, rows)
