@@ -123,6 +123,7 @@ class ServerSettings:
     log_level: str = "warning"
     keep_alive_s: float = 75.0  # idle connections close after this
     drain_s: float = 30.0  # at shutdown, longest wait for in-flight requests
+    unready_s: float = 0.0  # at shutdown, how long to serve on while reporting not ready
     metrics_dir: str = ""  # with several workers: where they share their metrics (set by serve)
     poll_interval_s: float = 0.0  # rescan the repository this often and reload what changed; 0: off
     management: bool = False  # the load / unload API (off: 403)

@@ -110,3 +110,33 @@ def test_sigterm_under_load_answers_every_accepted_request(
         answered, accepted, abandoned = answered + int(a), accepted + int(b), abandoned + int(c)
     assert (answered, abandoned) == (accepted, 0)
     assert answered >= outcomes["ok"]
+
+
+def test_with_an_unready_grace_the_server_reports_unready_and_serves_on(
+    tmp_path: Path, place: Any, onnx_factory: Any
+) -> None:
+    """--unready-grace: at SIGTERM readiness turns false at once while new connections are
+    still accepted and answered (load balancers notice first); then the drain as usual."""
+    place(tmp_path, "plus1", {1: onnx_factory.add_const(1.0)}, config=ModelConfig("plus1"))
+    server = ServerProcess(tmp_path, args=["--unready-grace", "3"])
+    server.start(timeout=60)
+    try:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        ready = 200
+        while ready == 200 and time.monotonic() < deadline:  # the signal is taken at once
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/v2/health/ready")
+            ready = conn.getresponse().status
+            conn.close()
+        assert ready == 503
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # a new one
+        conn.request("POST", "/v2/models/plus1/infer", body=plus1_body(41.0))
+        reply = conn.getresponse()
+        assert reply.status == 200
+        assert json.loads(reply.read())["outputs"][0]["data"] == [42.0]
+        conn.close()
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()

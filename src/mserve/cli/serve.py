@@ -90,6 +90,15 @@ def register(sub: Any) -> None:
         "(default: 0, none)",
     )
     limits.add_argument(
+        "--unready-grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="at SIGTERM, keep serving this long while /v2/health/ready says 503, so that load "
+        "balancers stop sending before connections are refused (Kubernetes: a few seconds "
+        "more than the readiness probe's period; default: 0)",
+    )
+    limits.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -134,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         ("--max-connections", args.max_connections, 1),
         ("--request-timeout", args.request_timeout, 0),
         ("--drain-timeout", args.drain_timeout, 0),
+        ("--unready-grace", args.unready_grace, 0),
         ("--poll-interval", args.poll_interval, 0),
     ):
         if value < least:
@@ -153,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         request_timeout_s=args.request_timeout,
         drain_s=args.drain_timeout,
+        unready_s=args.unready_grace,
         api_keys=args.api_keys,
         api_keys_env=os.environ.get(ENV_VAR, ""),
         management=args.enable_management,

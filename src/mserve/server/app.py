@@ -277,9 +277,12 @@ async def _serve_async(
             await asyncio.wait_for(stop.wait(), timeout=5.0)
         except TimeoutError:
             connections.close_idle()
-    # readiness turns false first, then no new connection is accepted, then every request
-    # that was accepted is answered (at most drain_s), then the connections close
+    # readiness turns false first (and the server serves on for unready_s, so that load
+    # balancers notice before connections are refused), then no new connection is accepted,
+    # then every request that was accepted is answered (at most drain_s), then they close
     server.dataplane.set_ready(False)
+    if settings.unready_s > 0:
+        await asyncio.sleep(settings.unready_s)
     listener.close()
     if grpc_server is not None:
         await asyncio.gather(
@@ -380,7 +383,7 @@ def _supervise(
                 workers[i] = start(False)
     finally:
         for p in workers:  # each drains for at most drain_s, then closes
-            p.join(timeout=settings.drain_s + 30)
+            p.join(timeout=settings.unready_s + settings.drain_s + 30)
             if p.is_alive():
                 p.kill()
         sock.close()
