@@ -40,12 +40,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import itertools
 import json
 import os
-import platform
-import re
 import resource
 import shutil
 import signal
@@ -68,11 +65,12 @@ from hoststats import (
     busy_seconds,
     core_busy,
     cpu_ticks,
-    git_state,
-    package_versions,
     process_cpu_s,
     wait_quiet,
     write_result,
+)
+from hoststats import (
+    machine_facts as host_facts,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -252,24 +250,8 @@ def measure_floor(model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_facts() -> dict[str, Any]:
-    """CPU, cores, versions, commit, date: what a later reader needs to compare a run."""
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mhz = re.search(r"^cpu MHz\s*:\s*(.+)$", cpuinfo, re.M)
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    versions |= package_versions(("mserve", "onnxruntime", "onnx", "numpy"))
-    commit, dirty = git_state(ROOT)
-    return {
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        "cpu_mhz": mhz.group(1).strip() if mhz else None,
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
-        "git_commit": commit,
-        "src_modified": dirty,
-        "versions": versions,
-    }
+    """The machine, and the versions this script depends on."""
+    return host_facts(ROOT, ("mserve", "onnxruntime", "onnx", "numpy"))
 
 
 # -- the server ---------------------------------------------------------------------------------

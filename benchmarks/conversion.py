@@ -51,10 +51,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import random
 import re
 import sys
@@ -75,11 +73,12 @@ import numpy as np
 from hoststats import (
     busy_seconds,
     cpu_ticks,
-    git_state,
-    package_versions,
     process_cpu_s,
     wait_quiet,
     write_result,
+)
+from hoststats import (
+    machine_facts as host_facts,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -211,28 +210,13 @@ def sentences(count: int, seed: int = SEED) -> list[str]:
 
 
 def machine_facts() -> dict[str, Any]:
-    """CPU, its relevant flags, cores, versions, commit, date: what a later reader compares."""
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mhz = re.search(r"^cpu MHz\s*:\s*(.+)$", cpuinfo, re.M)
-    flags_line = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    """The machine with the CPU flags that matter to quantisation, and the versions."""
+    facts = host_facts(ROOT, PACKAGES)
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
     flags = set(flags_line.group(1).split()) if flags_line else set()
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    versions |= package_versions(PACKAGES)
-    commit, dirty = git_state(ROOT)
-    return {
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        "cpu_mhz": mhz.group(1).strip() if mhz else None,
-        "cpus": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "cpu_flags": {f: f in flags for f in CPU_FLAGS},
-        "kernel": platform.release(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
-        "git_commit": commit,
-        "src_modified": dirty,
-        "versions": versions,
-    }
+    facts["usable_cores"] = len(os.sched_getaffinity(0))
+    facts["cpu_flags"] = {f: f in flags for f in CPU_FLAGS}
+    return facts
 
 
 class Load:

@@ -4,8 +4,11 @@ it (``python benchmarks/NAME.py`` puts this folder on the path)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import platform
+import re
 import subprocess
 import time
 from importlib import metadata
@@ -83,6 +86,28 @@ def git_state(root: Path) -> tuple[str, bool]:
         [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True
     )
     return commit.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def machine_facts(root: Path, packages: tuple[str, ...]) -> dict[str, Any]:
+    """CPU, cores, kernel, versions of ``packages``, commit, date and load: what a later reader
+    needs to compare a run with theirs."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mhz = re.search(r"^cpu MHz\s*:\s*(.+)$", cpuinfo, re.M)
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    versions |= package_versions(packages)
+    commit, dirty = git_state(root)
+    return {
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "cpu_mhz": mhz.group(1).strip() if mhz else None,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+        "git_commit": commit,
+        "src_modified": dirty,
+        "versions": versions,
+    }
 
 
 def update_results(path: Path, name: str, block: str) -> None:

@@ -58,10 +58,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -82,10 +80,11 @@ import numpy as np
 from hoststats import (
     busy_seconds,
     cpu_ticks,
-    git_state,
-    package_versions,
     process_cpu_s,
     write_result,
+)
+from hoststats import (
+    machine_facts as host_facts,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -1082,21 +1081,8 @@ def shed_cost_text(cost: dict[str, Any]) -> str:
 
 
 def machine_facts() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    versions |= package_versions(("mserve", "onnxruntime", "numpy", "scikit-learn", "torch"))
-    commit, dirty = git_state(ROOT)
-    return {
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
-        "git_commit": commit,
-        "src_modified": dirty,
-        "versions": versions,
-    }
+    """The machine, and the versions this script depends on."""
+    return host_facts(ROOT, ("mserve", "onnxruntime", "numpy", "scikit-learn", "torch"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
