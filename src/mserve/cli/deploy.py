@@ -1,5 +1,8 @@
 """``mserve deploy TARGET ...``: write the files that deploy and operate mserve (the work is
-:mod:`mserve.deploy`; this is its skin). One sub-command per target: ``monitoring`` for now."""
+:mod:`mserve.deploy`; this is its skin). One sub-command per target: ``docker``
+(:mod:`mserve.cli.deploy_docker`), ``kubernetes``, ``kserve``, ``tfserving``
+(:mod:`mserve.cli.deploy_k8s`), ``bench-job`` (:mod:`mserve.cli.deploy_benchjob`) and
+``monitoring`` (here)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mserve.cli import deploy_benchjob, deploy_docker, deploy_k8s
 from mserve.cli.exit_codes import FAILURE, OK, USAGE
 
 if TYPE_CHECKING:
@@ -32,10 +36,18 @@ examples:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "deploy",
-        help="write deployment and operations files (monitoring)",
-        description="Write the files that deploy and operate mserve; nothing is run or applied.",
+        help="write deployment files: Docker, Kubernetes, KServe, TF Serving, monitoring",
+        description=(
+            "Write the files that deploy and operate mserve: a Docker build context, Kubernetes "
+            "manifests, a KServe InferenceService, a TF Serving layout, a distributed load Job, "
+            "monitoring assets. Nothing is applied to a cluster; only 'docker --build' runs "
+            "anything."
+        ),
     )
     targets = p.add_subparsers(dest="deploy_target", metavar="TARGET", required=True)
+    deploy_docker.register(targets)
+    deploy_k8s.register(targets)
+    deploy_benchjob.register(targets)
     _register_monitoring(targets)
 
 
