@@ -118,6 +118,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = None  # V2 over gRPC on this port; None: no gRPC
+    metrics_port: int | None = None  # /metrics and health also on this port; None: HTTP port only
     workers: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "warning"

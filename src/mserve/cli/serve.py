@@ -36,6 +36,15 @@ def register(sub: Any) -> None:
         help="also serve V2 over gRPC on this port (Triton uses 8001; default: no gRPC)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve GET /metrics and the /v2/health routes, and nothing else, on this port, "
+        "for a scraper or probe kept apart from inference traffic (Triton uses 8002; default: "
+        "/metrics on the HTTP port only)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -154,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
         workers=args.workers,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         log_level=args.log_level,

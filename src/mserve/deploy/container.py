@@ -22,7 +22,9 @@ VENV_DIR = "/opt/mserve"
 USER_ID = 10001
 HTTP_PORT = 8000  # V2 and TF Serving REST, /metrics, /v2/health/*, /dashboard (as Triton: 8000)
 GRPC_PORT = 8001  # V2 over gRPC (as Triton: 8001)
-METRICS_PATH = "/metrics"  # served on the HTTP port
+#: /metrics and /v2/health/* alone (as Triton: 8002); /metrics is on the HTTP port as well
+METRICS_PORT = 8002
+METRICS_PATH = "/metrics"
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 
@@ -38,6 +40,7 @@ class ServeShape:
     #: longest wait for accepted requests at SIGTERM
     drain_timeout_s: float = 30.0
     grpc: bool = True
+    metrics_port: bool = True
     extra_args: tuple[str, ...] = ()
 
     def args(self) -> list[str]:
@@ -45,6 +48,8 @@ class ServeShape:
         out = ["serve", MODELS_DIR, "--host", "0.0.0.0", "--port", str(HTTP_PORT)]
         if self.grpc:
             out += ["--grpc-port", str(GRPC_PORT)]
+        if self.metrics_port:
+            out += ["--metrics-port", str(METRICS_PORT)]
         if self.workers != 1:
             out += ["--workers", str(self.workers)]
         out += ["--unready-grace", _num(self.unready_grace_s)]
@@ -97,7 +102,10 @@ def repository_models(repo: Path) -> list[str]:
 
 def check_args(extra: Sequence[str]) -> tuple[str, ...]:
     """Extra ``mserve serve`` arguments, refused where they would fight the container's own."""
-    fixed = {"--host", "--port", "--grpc-port", "--workers", "--unready-grace", "--drain-timeout"}
+    fixed = {
+        "--host", "--port", "--grpc-port", "--metrics-port", "--workers", "--unready-grace",
+        "--drain-timeout",
+    }  # fmt: skip
     for arg in extra:
         if arg.split("=", 1)[0] in fixed:
             raise ValueError(f"{arg.split('=', 1)[0]} is set by the deployment itself; drop it")

@@ -32,7 +32,7 @@ from mserve.repository import Repository
 from mserve.server.auth import ApiKeys, load_keys
 from mserve.server.dashboard import History
 from mserve.server.dataplane import DataPlane
-from mserve.server.http.app import HttpApp
+from mserve.server.http.app import HttpApp, MetricsPortApp
 from mserve.server.http.protocol import Connections, HttpServerProtocol
 from mserve.server.load import InFlight
 from mserve.server.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Exchange, ServerMetrics
@@ -161,30 +161,43 @@ def serve(repository: Path, settings: ServerSettings, announce: Announce | None 
     load_keys(settings.api_keys, settings.api_keys_env)
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
+    socks = [sock]
+    if settings.metrics_port is not None:
+        try:
+            socks.append(bind(settings.host, settings.metrics_port))
+        except Unavailable:
+            sock.close()
+            raise Unavailable(
+                f"cannot listen for metrics on {settings.host}:{settings.metrics_port}: the port "
+                "is in use; is another server there? choose another --metrics-port"
+            ) from None
     if settings.grpc_port is not None and settings.workers > 1:
         # the workers share the gRPC port with SO_REUSEPORT, which would also let them share it
         # with another server: make sure nobody holds it first
         try:
             bind(settings.host, settings.grpc_port).close()
         except Unavailable:
-            sock.close()
+            for s in socks:
+                s.close()
             raise Unavailable(
                 f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: the port is in "
                 "use; is another server there? choose another --grpc-port"
             ) from None
     if settings.workers <= 1:
-        _serve_worker(repository, settings, sock, announce, port)
+        _serve_worker(repository, settings, socks, announce, port)
         return
-    _supervise(repository, settings, sock, announce, port)
+    _supervise(repository, settings, socks, announce, port)
 
 
 def _serve_worker(
     repository: Path,
     settings: ServerSettings,
-    sock: socket.socket,
+    socks: list[socket.socket],
     announce: Announce | None,
     port: int,
 ) -> None:
+    """Serve in this process: ``socks`` are the HTTP listener and, with --metrics-port, the
+    metrics one."""
     server = build(repository, settings)
     # what is loaded now lives as long as the server: keep the collector from re-scanning it,
     # and collect the young generation less often (the request path makes few cycles)
@@ -192,14 +205,14 @@ def _serve_worker(
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     try:
-        _run_loop(_serve_async(server, sock, settings, announce, port))
+        _run_loop(_serve_async(server, socks, settings, announce, port))
     finally:
         server.dataplane.models.close()
 
 
 async def _serve_async(
     server: Server,
-    sock: socket.socket,
+    socks: list[socket.socket],
     settings: ServerSettings,
     announce: Announce | None,
     port: int,
@@ -215,14 +228,18 @@ async def _serve_async(
     )
     tls = tls_context(settings, ["http/1.1"])
     # accept HTTP only once gRPC listens too, so that ready means ready on both
-    listener = await loop.create_server(
-        lambda: HttpServerProtocol(server.http, connections),
-        sock=sock,
-        backlog=2048,
-        start_serving=False,
-        ssl=tls,
-        ssl_handshake_timeout=TLS_HANDSHAKE_S if tls is not None else None,
-    )
+    apps: list[Any] = [server.http, MetricsPortApp(server.http)]
+    listeners = [
+        await loop.create_server(
+            lambda app=app: HttpServerProtocol(app, connections),
+            sock=sock,
+            backlog=2048,
+            start_serving=False,
+            ssl=tls,
+            ssl_handshake_timeout=TLS_HANDSHAKE_S if tls is not None else None,
+        )
+        for sock, app in zip(socks, apps, strict=False)
+    ]
     grpc_server = None
     if settings.grpc_port is not None:
         from mserve.server.grpc.h2server import start_grpc
@@ -238,12 +255,14 @@ async def _serve_async(
                 tls=tls_context(settings, ["h2"]),
             )
         except (OSError, RuntimeError) as exc:
-            listener.close()
+            for listener in listeners:
+                listener.close()
             raise Unavailable(
                 f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {exc}; is "
                 "another server there? choose another --grpc-port"
             ) from None
-    await listener.start_serving()
+    for listener in listeners:
+        await listener.start_serving()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -262,6 +281,8 @@ async def _serve_async(
             if grpc_server is not None
             else ""
         )
+        if settings.metrics_port is not None:
+            grpc_note += f", metrics on port {socks[1].getsockname()[1]}"
         notes = []
         if server.keys.enabled:
             notes.append(f"{len(server.keys)} API key(s)")
@@ -283,7 +304,8 @@ async def _serve_async(
     server.dataplane.set_ready(False)
     if settings.unready_s > 0:
         await asyncio.sleep(settings.unready_s)
-    listener.close()
+    for listener in listeners:
+        listener.close()
     if grpc_server is not None:
         await asyncio.gather(
             connections.drain(settings.drain_s), grpc_server.stop(settings.drain_s)
@@ -312,7 +334,7 @@ def _run_loop(coro: Any) -> None:
 
 
 def _worker_main(
-    repository: Path, settings: ServerSettings, sock: socket.socket, announce_first: bool
+    repository: Path, settings: ServerSettings, socks: list[socket.socket], announce_first: bool
 ) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(name)s: %(message)s")
     announce: Announce | None = None
@@ -322,7 +344,7 @@ def _worker_main(
             print(f"mserve: {msg}", file=sys.stderr, flush=True)
 
     try:
-        _serve_worker(repository, settings, sock, announce, sock.getsockname()[1])
+        _serve_worker(repository, settings, socks, announce, socks[0].getsockname()[1])
     except MserveError as exc:  # cannot serve at all: say why once, and stop the server
         print(f"mserve: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(WORKER_CANNOT_SERVE)
@@ -336,7 +358,7 @@ WORKER_CANNOT_SERVE = 3
 def _supervise(
     repository: Path,
     settings: ServerSettings,
-    sock: socket.socket,
+    socks: list[socket.socket],
     announce: Announce | None,
     port: int,
 ) -> None:
@@ -348,7 +370,7 @@ def _supervise(
     def start(first: bool) -> Any:
         p = ctx.Process(
             target=_worker_main,
-            args=(repository, settings, sock, first and announce is not None),
+            args=(repository, settings, socks, first and announce is not None),
             name="mserve-worker",
         )
         p.start()
@@ -361,7 +383,8 @@ def _supervise(
         stopping = True
         # the workers close their copies as they drain; once ours is closed too, the kernel
         # refuses new connections instead of queueing them where no one will accept them
-        sock.close()
+        for sock in socks:
+            sock.close()
         for p in workers:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signal.SIGTERM)
@@ -386,7 +409,8 @@ def _supervise(
             p.join(timeout=settings.unready_s + settings.drain_s + 30)
             if p.is_alive():
                 p.kill()
-        sock.close()
+        for sock in socks:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if failed:
         raise Unavailable("a worker could not serve (its message is above); the server stopped")

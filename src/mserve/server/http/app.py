@@ -21,6 +21,7 @@ from mserve import __version__
 from mserve.errors import (
     MalformedRequest,
     MserveError,
+    NotFound,
     PayloadTooLarge,
     RouteNotFound,
     ServerBusy,
@@ -319,3 +320,27 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     if len(out) > limit or d.unconsumed_tail:
         raise PayloadTooLarge(len(out), limit)
     return out
+
+
+#: what the metrics port answers (as Triton's metrics port: the scrape, and the probes)
+METRICS_PORT_PATHS = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
+class MetricsPortApp:
+    """The app of ``--metrics-port``: ``/metrics`` and the health routes of ``app`` (with its
+    keys and scopes), and a 404 naming them for anything else."""
+
+    def __init__(self, app: HttpApp) -> None:
+        self.app = app
+        self.max_body_bytes = 64 * 1024  # nothing here takes a body; a stray one gets the 404
+
+    async def handle(self, request: Request) -> Reply:
+        """Answer one request; never raises."""
+        if request.path in METRICS_PORT_PATHS and request.method == "GET":
+            return await self.app.handle(request)
+        return error_reply(
+            NotFound(
+                f"no route for {request.method} {request.path}: the metrics port serves GET "
+                f"{', '.join(sorted(METRICS_PORT_PATHS))}"
+            )
+        )
