@@ -46,8 +46,9 @@ def context(tmp_path_factory: pytest.TempPathFactory, digits_model: Any) -> Path
 
 
 @pytest.fixture(scope="module")
-def image(engine: Engine, context: Path, mserve_cli: Any) -> tuple[Engine, Path]:
-    """The image built by ``mserve deploy docker --build`` against the tests' engine."""
+def image(engine: Engine, context: Path, mserve_cli: Any) -> Iterator[tuple[Engine, Path]]:
+    """The image built by ``mserve deploy docker --build`` against the tests' engine; removed
+    afterwards with its dangling layers (the cached data root keeps only the base)."""
     out = context.parent / "build"
     done = mserve_cli(
         "deploy", "docker", str(context), "--out", str(out), "--wheelhouse",
@@ -60,7 +61,9 @@ def image(engine: Engine, context: Path, mserve_cli: Any) -> tuple[Engine, Path]
     assert doc["built"] is True
     assert doc["image"] == TAG
     assert "Successfully tagged " + TAG in done.stderr
-    return engine, out
+    yield engine, out
+    engine.docker("rmi", "-f", TAG, check=False)
+    engine.docker("image", "prune", "-f", check=False)
 
 
 def test_image_metadata(image: tuple[Engine, Path]) -> None:

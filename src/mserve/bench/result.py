@@ -82,8 +82,13 @@ def summarize_step(
     before: ServerStats | None,
     after: ServerStats | None,
     connections: int,
+    wall_offset_ns: int | None = None,
 ) -> dict[str, Any]:
-    """One step's entry of the result: figures, breakdown, timeline and verdict."""
+    """One step's entry of the result: figures, breakdown, timeline and verdict.
+
+    ``wall_offset_ns`` (Unix time minus the windows' monotonic clock, in ns) adds
+    ``measured_unix_s``: the wall-clock start and end of the measured windows, by which
+    ``mserve results merge`` checks that concurrent runs overlapped."""
     total = WindowRecord(-1, windows[0].start_ns if windows else 0, 0)
     for w in windows:
         total.merge(w)
@@ -99,6 +104,12 @@ def summarize_step(
         "load": _load_dict(load),
         "duration_s": round(measured_s, 3),
         "windows": len(windows),
+        "measured_unix_s": [
+            round((windows[0].start_ns + wall_offset_ns) / 1e9, 6),
+            round((windows[-1].end_ns + wall_offset_ns) / 1e9, 6),
+        ]
+        if windows and wall_offset_ns is not None
+        else None,
         "stable": stable,
         "stability_spread_pct": _finite(
             stability_spread(as_stats_windows(windows), settings.stable_windows)

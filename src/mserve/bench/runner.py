@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mserve.bench import schedule
-from mserve.bench.generator import Generator, Load, WindowRecord
+from mserve.bench.generator import Generator, Load, WindowRecord, clock
 from mserve.bench.result import Settings, as_stats_windows, new_result, summarize_step
 from mserve.bench.slo import Slo
 from mserve.bench.slo import search as slo_search
@@ -84,8 +84,18 @@ async def run_step(
             _run_workers, prepared, load, settings, progress
         )
     after = await target.server_stats()
+    wall_offset_ns = time.time_ns() - clock()  # windows carry the generator's monotonic clock
     return summarize_step(
-        load, settings, windows, tail, warmup, prepared.rows_per_request, before, after, conns
+        load,
+        settings,
+        windows,
+        tail,
+        warmup,
+        prepared.rows_per_request,
+        before,
+        after,
+        conns,
+        wall_offset_ns,
     )
 
 

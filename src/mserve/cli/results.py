@@ -1,4 +1,5 @@
-"""``mserve results``: list, show, export and delete the benchmark runs in the results database."""
+"""``mserve results``: list, show, export and delete the benchmark runs in the results database;
+merge concurrent runs (:mod:`mserve.cli.results_merge`)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Any
 
 from mserve.bench.result import load_label
 from mserve.bench.store import ResultStore, RunSummary, default_location, open_store
+from mserve.cli import results_merge
 from mserve.cli.exit_codes import OK, USAGE
 
 DESCRIPTION = """\
 Benchmark runs saved in the results database ('mserve bench' saves each run there): list
-them, show one, export them as JSON or CSV, delete them.
+them, show one, export them as JSON or CSV, delete them; merge the results of concurrent
+runs (the pods of a bench Job) into one.
 
 The database is the SQLite file named by --db, else $MSERVE_RESULTS_DB, else
 $XDG_DATA_HOME/mserve/results.db, else ~/.local/share/mserve/results.db. It is created on
@@ -36,6 +39,7 @@ examples:
   mserve results show latest
   mserve results export latest latest~1 --format csv -o runs.csv
   mserve results --db sqlite:///team.db delete 3f2a --yes
+  mserve results merge worker-*.json -o merged.json --save
 """
 
 #: The columns of ``export --format csv``: one row per step.
@@ -132,6 +136,7 @@ def register(sub: Any) -> None:
     )
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     compare.set_defaults(run=run_compare)
+    results_merge.register(actions)
 
 
 def _positive(text: str) -> int:
