@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 @pytest.fixture(scope="module")
 def worker_files(served: Any, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three result files of ``mserve bench`` processes started together (two closed-loop
-    steps of 1 s each)."""
+    """Three result files of ``mserve bench`` processes started together by ``--start-at``
+    (two closed-loop steps of 1 s each); the start time is kept in ``start_at`` beside them."""
     folder = tmp_path_factory.mktemp("workers")
+    start_at = time.time() + 5  # time for three interpreters to start on a busy machine
+    (folder / "start_at").write_text(repr(start_at))
     files = [folder / f"worker-{i}.json" for i in range(WORKERS)]
     bench = [sys.executable, "-m", "mserve", "bench", f"http://{served.address}", "-m", "digits"]
     common = ["--concurrency", "1,2", "--duration", "1", "--warmup", "0.3", "--window", "0.5"]
+    common += ["--start-at", repr(start_at)]
     procs = [
         subprocess.Popen(
             [*bench, *common, "--seed", str(i), "-q", "--no-save", "-o", str(path)],
@@ -125,6 +129,8 @@ def test_merged_figures_are_sums_and_the_pooled_percentiles(
             created = datetime.strptime(w["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             start, end = p["measured_unix_s"]
             assert created.timestamp() <= start < end < created.timestamp() + 60
+            # none measured before the agreed start
+            assert start >= float((worker_files[0].parent / "start_at").read_text())
         assert step["overlap"]["overlap_s"] > 0
         assert step["verdict"] in ("VALID", "INVALID")
         if any(p["verdict"] == "INVALID" for p in parts):

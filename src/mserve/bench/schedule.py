@@ -7,6 +7,7 @@ step keeps the send loop free of random draws and makes a run reproducible from 
 
 from __future__ import annotations
 
+import datetime
 import math
 
 import numpy as np
@@ -118,3 +119,28 @@ def parse_concurrency(spec: str) -> list[int]:
     if bad:
         raise ValueError(f"concurrency spec {spec!r}: {bad[0]} is not >= 1; {expected}")
     return levels
+
+
+#: --start-at further ahead than this is taken for a mistake
+START_AT_HORIZON_S = 24 * 3600
+
+
+def parse_start_at(text: str, now: float) -> float:
+    """The Unix time of ``--start-at`` (seconds, or ISO 8601 read as UTC without a zone);
+    ValueError for what is neither, or more than a day ahead."""
+    try:
+        when = float(text)
+    except ValueError:
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"--start-at {text!r}: expected Unix seconds (1767225600) or ISO 8601 "
+                "(2026-01-01T00:00:00Z)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        when = moment.timestamp()
+    if when - now > START_AT_HORIZON_S:
+        raise ValueError(f"--start-at {text!r} is more than a day ahead; is it a typo?")
+    return when

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,14 @@ def register(sub: Any) -> None:
     load.add_argument("--seed", type=int, default=0, help="seed for data and schedules (default 0)")
     load.add_argument(
         "--workers", type=int, default=1, help="generator processes, merged (default: 1)"
+    )
+    load.add_argument(
+        "--start-at",
+        metavar="TIME",
+        default=None,
+        help="wait until this wall-clock time (Unix seconds, or ISO 8601; UTC unless it says "
+        "otherwise) before starting: generators on several machines start together, and "
+        "'mserve results merge' finds their steps overlapping",
     )
     load.add_argument(
         "--max-connections",
@@ -270,7 +279,7 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mserve.bench import gates
+    from mserve.bench import gates, schedule
     from mserve.bench.headers import redact_command
     from mserve.bench.report import PlotlyMissing, report_format, write_report
     from mserve.bench.result import Settings
@@ -297,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
             location = location_path(args.db or default_location(os.environ, Path.home()))
         baseline = _baseline(args.baseline, args.db) if args.baseline else None
         report_fmt = report_format(args.report) if args.report else None
+        start_at = schedule.parse_start_at(args.start_at, time.time()) if args.start_at else None
     except (ValueError, ConfigError, NotFound, PlotlyMissing) as exc:
         print(f"mserve bench: error: {exc}", file=sys.stderr)
         return USAGE
@@ -311,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_connections=args.max_connections,
     )
+    if start_at is not None:
+        wait_until(start_at)
     view = LiveView(enabled=not args.quiet)
     with view:
         command = redact_command(sys.argv[1:])  # a key never reaches a saved run
@@ -385,3 +397,13 @@ def _run_loop(coro: Any) -> Any:
         return uvloop.run(coro)
     except ImportError:  # pragma: no cover
         return asyncio.run(coro)
+
+
+def wait_until(when: float) -> None:
+    """Sleep until the wall-clock time ``when``; say so when it has already passed."""
+    ahead = when - time.time()
+    if ahead < -1:
+        print(f"mserve bench: --start-at passed {-ahead:.1f} s ago; starting now", file=sys.stderr)
+    elif ahead > 0:
+        print(f"mserve bench: waiting {ahead:.1f} s for --start-at", file=sys.stderr, flush=True)
+        time.sleep(ahead)

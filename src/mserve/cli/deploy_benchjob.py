@@ -93,6 +93,13 @@ def register(targets: Any) -> None:
         "--timeout", type=float, default=30.0, metavar="S", help="per request (default: 30)"
     )
     load.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="every pod waits until this wall-clock time (Unix seconds or ISO 8601, UTC) "
+        "before it starts, so that the N measure together; apply the Job before it, e.g. "
+        "--start-at $(date -u -d '+3 min' +%%FT%%TZ) (default: each pod starts when it runs)",
+    )
+    load.add_argument(
         "--bench-arg",
         action="append",
         default=[],
@@ -161,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             model_version=args.model_version,
             batch_size=args.batch_size,
             timeout_s=args.timeout,
+            start_at=args.start_at,
             extra_args=extra,
             name=args.name,
             namespace=args.namespace,

@@ -14,6 +14,7 @@ the read-only root filesystem: the run is not saved in a results database (``--n
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ class BenchJob:
     model_version: str | None = None
     batch_size: int = 1
     timeout_s: float = 30.0
+    start_at: str | None = None  # passed to each pod's mserve bench --start-at
     extra_args: tuple[str, ...] = ()
     name: str = "mserve-bench"
     namespace: str | None = None
@@ -92,6 +94,8 @@ class BenchJob:
     api_key_secret: str | None = None  # SECRET:KEY, sent as 'Authorization: Bearer ...'
 
     def __post_init__(self) -> None:
+        if self.start_at is not None:
+            schedule.parse_start_at(self.start_at, time.time())
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
         if self.protocol not in PROTOCOLS:
@@ -167,6 +171,8 @@ class BenchJob:
         args += ["--duration", _number(self.duration_s), "--warmup", _number(self.warmup_s)]
         args += ["--window", _number(self.window_s), "--batch-size", str(self.batch_size)]
         args += ["--timeout", _number(self.timeout_s), "--seed", f"$({INDEX_ENV})"]
+        if self.start_at is not None:
+            args += ["--start-at", self.start_at]
         if self.api_key_secret is not None:
             args += ["-H", f"Authorization: Bearer $({API_KEY_ENV})"]
         args += list(self.extra_args)
@@ -181,7 +187,11 @@ class BenchJob:
         time to start."""
         steps = len(self.pod_levels()[1])
         per_step = self.warmup_s + self.duration_s + self.window_s + self.timeout_s + 5
-        return int(steps * per_step + START_ALLOWANCE_S)
+        wait = 0.0
+        if self.start_at is not None:  # the pods wait for it, at most from now on
+            now = time.time()
+            wait = max(0.0, schedule.parse_start_at(self.start_at, now) - now)
+        return int(steps * per_step + START_ALLOWANCE_S + wait)
 
 
 def check_extra_args(extra: Sequence[str]) -> tuple[str, ...]:

@@ -85,8 +85,9 @@ mserve report merged.json
 
 The merge adds the latency histograms bucket by bucket and the throughputs, and warns when
 the pods measured together for less than 90% of their span: pods that start apart (an image
-pull, a busy node) shorten the overlap. Pull the image onto the nodes first, and measure for
-much longer than the pods take to start.
+pull, a busy node) shorten the overlap. Write the Job with `--start-at TIME` (a few minutes
+ahead) so that every pod waits for the same moment, or pull the image onto the nodes first
+and measure for much longer than the pods take to start.
 
 ## Clean up
 

@@ -172,3 +172,17 @@ def test_parse_concurrency_errors_say_what_was_expected(spec: str, problem: str)
     with pytest.raises(ValueError, match="START:STOP") as caught:
         parse_concurrency(spec)
     assert problem in str(caught.value)
+
+
+def test_start_at_reads_unix_seconds_and_iso_8601() -> None:
+    from mserve.bench.schedule import parse_start_at
+
+    now = 1767225000.0
+    assert parse_start_at("1767225600", now) == 1767225600.0
+    assert parse_start_at("2026-01-01T00:00:00Z", now) == 1767225600.0
+    assert parse_start_at("2026-01-01T00:00:00", now) == 1767225600.0  # UTC without a zone
+    assert parse_start_at("2026-01-01T01:00:00+01:00", now) == 1767225600.0
+    with pytest.raises(ValueError, match="expected Unix seconds"):
+        parse_start_at("in a minute", now)
+    with pytest.raises(ValueError, match="more than a day ahead"):
+        parse_start_at(str(now + 2 * 86400), now)

@@ -168,6 +168,7 @@ def test_the_readme_says_how_to_collect_and_merge() -> None:
         (["-m", "d", "--workers", "2", "--rate", "5", "--bench-arg", "--workers x"], "invalid"),
         (["-m", "d", "--workers", "2", "--rate", "5", "--bench-arg", "-H 'x"], "quotation"),
         (["-m", "d", "--workers", "2", "--rate", "5", "--protocol", "v2-grpc"], "grpc://"),
+        (["-m", "d", "--workers", "2", "--rate", "5", "--start-at", "soon"], "ISO 8601"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_written(
@@ -197,3 +198,17 @@ def test_a_grpc_target() -> None:
     )
     validate(job_manifest(job))
     assert BenchJob(target="mserve:8001", model="d", workers=1, rate="5", protocol="v2-grpc")
+
+
+def test_start_at_reaches_every_pod_and_stretches_the_deadline(tmp_path: Path) -> None:
+    import time
+
+    start = int(time.time()) + 600
+    options = ["-m", "digits", "--workers", "2", "--concurrency", "4"]
+    assert deploy(tmp_path / "a", *options) == OK
+    assert deploy(tmp_path / "b", *options, "--start-at", str(start)) == OK
+    plain, waiting = written(tmp_path / "a"), written(tmp_path / "b")
+    args = waiting["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--start-at") + 1] == str(start)
+    extra = waiting["spec"]["activeDeadlineSeconds"] - plain["spec"]["activeDeadlineSeconds"]
+    assert 590 <= extra <= 600  # the pods may wait that long before they measure
