@@ -36,7 +36,7 @@ class ServeShape:
     workers: int = 1
     #: seconds of answering with readiness false after SIGTERM, so that endpoints drop the pod
     #: before connections are refused (longer than the readiness probe's period x threshold)
-    unready_grace_s: float = 10.0
+    unready_grace_s: float = 15.0
     #: longest wait for accepted requests at SIGTERM
     drain_timeout_s: float = 30.0
     grpc: bool = True
