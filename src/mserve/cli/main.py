@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from mserve import __version__
 from mserve.cli import (
     bench,
+    compare,
     convert,
     deploy,
     monitor,
@@ -22,7 +23,19 @@ from mserve.cli import (
 from mserve.cli.exit_codes import INTERRUPTED, exit_code_of
 from mserve.errors import MserveError
 
-COMMANDS = (convert, serve, repo, bench, results, report, tune, deploy, monitor, quickstart)
+COMMANDS = (
+    convert,
+    serve,
+    repo,
+    bench,
+    results,
+    report,
+    tune,
+    compare,
+    deploy,
+    monitor,
+    quickstart,
+)
 
 
 def parser() -> argparse.ArgumentParser:

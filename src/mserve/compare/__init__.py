@@ -1,0 +1,1 @@
+"""mserve compare: the same model in several serving systems, measured with the same load."""
