@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mserve.cli import deploy_benchjob, deploy_docker, deploy_k8s
-from mserve.cli.exit_codes import FAILURE, OK, USAGE
+from mserve.cli.console import print_written
+from mserve.cli.exit_codes import FAILURE, USAGE
 
 if TYPE_CHECKING:
     from mserve.deploy.prometheus import ScrapeSecurity
@@ -144,12 +144,7 @@ def run_monitoring(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mserve deploy monitoring: error: cannot write {args.out}: {exc}", file=sys.stderr)
         return FAILURE
-    if args.json:
-        print(json.dumps({"files": [str(path) for path in paths]}))
-    else:
-        for path in paths:
-            print(f"wrote {path}", file=sys.stderr)
-    return OK
+    return print_written(paths, args.json)
 
 
 def _security(args: argparse.Namespace) -> ScrapeSecurity | None:

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mserve.cli.exit_codes import FAILURE, OK, USAGE
+from mserve.cli.console import print_written
+from mserve.cli.exit_codes import FAILURE, USAGE
 
 EPILOG = """\
 The load (--concurrency or --rate) is the total: each of the N pods runs 1/N of it, with its
@@ -187,9 +187,4 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mserve deploy bench-job: error: cannot write {args.out}: {exc}", file=sys.stderr)
         return FAILURE
-    if args.json:
-        print(json.dumps({"files": [str(path) for path in paths]}))
-    else:
-        for path in paths:
-            print(f"wrote {path}", file=sys.stderr)
-    return OK
+    return print_written(paths, args.json)

@@ -5,13 +5,13 @@ InferenceService, or a TF Serving layout (the work is :mod:`mserve.deploy.kubern
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mserve.cli.exit_codes import FAILURE, OK, USAGE
+from mserve.cli.console import print_written
+from mserve.cli.exit_codes import FAILURE, USAGE
 
 if TYPE_CHECKING:
     from mserve.deploy.pod import PodShape
@@ -274,12 +274,7 @@ def _guarded(
         except OSError as exc:
             print(f"mserve deploy {target}: error: cannot write {args.out}: {exc}", file=sys.stderr)
             return FAILURE
-        if args.json:
-            print(json.dumps({"files": [str(path) for path in paths]}))
-        else:
-            for path in paths:
-                print(f"wrote {path}", file=sys.stderr)
-        return OK
+        return print_written(paths, args.json)
 
     return guarded
 

@@ -12,7 +12,14 @@ from typing import Any
 
 from mserve import __version__
 from mserve.bench.report.figures import BASE_LAYOUT, Figure, colour
-from mserve.bench.report.html import CSP, DATA_ID, RENDER_JS, STYLE, script_json
+from mserve.bench.report.html import (
+    CSP,
+    DATA_ID,
+    RENDER_JS,
+    STYLE,
+    figure_section,
+    script_json,
+)
 from mserve.compare.report import BASELINE, Row, rows, setup_lines, skipped, table
 from mserve.compare.result import FAILED, OK
 
@@ -145,7 +152,7 @@ def to_html(doc: dict[str, Any], plotly_source: str) -> str:
         *(f"<p>{_inline_code(line)}</p>" for line in setup_lines(doc)),
         _table(doc),
         _not_measured(doc),
-        *(_section(f) for f in figs),
+        *(figure_section(f) for f in figs),
         f'<p class="sub">Rendered by mserve {escape(__version__)} from a '
         f"{escape(str(doc.get('schema')))} document, measured {escape(str(doc.get('created')))}."
         "</p>",
@@ -212,17 +219,3 @@ def _not_measured(doc: dict[str, Any]) -> str:
         for s in skipped(doc)
     ]
     return f"<h2>Not measured</h2>\n<ul>{''.join(items)}</ul>" if items else ""
-
-
-def _section(fig: Figure) -> str:
-    parts = [
-        f'<section id="section-{escape(fig.id)}">',
-        f"<h2>{escape(fig.title)}</h2>",
-        f'<p class="caption">{escape(fig.caption)}</p>',
-    ]
-    if fig.note:
-        parts.append(f'<p class="note">{escape(fig.note)}</p>')
-    if fig.spec is not None:
-        parts.append(f'<div id="{escape(fig.id)}" class="plot"></div>')
-    parts.append("</section>")
-    return "\n".join(parts)

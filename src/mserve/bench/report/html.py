@@ -91,7 +91,7 @@ def to_html(doc: dict[str, Any], plotly_source: str) -> str:
     body = [
         _header(doc),
         _steps_table(doc),
-        *(_figure(f) for f in figs),
+        *(figure_section(f) for f in figs),
         _run_details(doc),
         f'<p class="sub">Rendered by mserve {escape(__version__)} from a '
         f"{escape(str(doc.get('schema')))} document.</p>",
@@ -205,7 +205,8 @@ def _ms(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
-def _figure(fig: Figure) -> str:
+def figure_section(fig: Figure) -> str:
+    """One figure's section: title, caption, note and the plot's placeholder."""
     parts = [
         f'<section id="section-{escape(fig.id)}">',
         f"<h2>{escape(fig.title)}</h2>",
