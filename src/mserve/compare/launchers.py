@@ -382,6 +382,21 @@ class BaselineSystem(VenvSystem):
     def _here(self) -> bool:
         return all(find_spec(m) is not None for m in self.modules)
 
+    def _v2_launch(
+        self, model: ModelUnderTest, port: int, workdir: Path, server_args: list[str]
+    ) -> Launch:
+        """The launch of a baseline program speaking V2 JSON: this interpreter running
+        ``server_args``, with the program's settings written into ``workdir``."""
+        env = write_settings(workdir, program_settings(model, port, workdir, False))
+        return Launch(
+            argv=[self.interpreter(), *server_args],
+            ready_url=f"http://{HOST}:{port}/v2/health/ready",
+            target=f"http://{HOST}:{port}",
+            bench_args=v2_bench(model),
+            env=env,
+            cwd=workdir,
+        )
+
 
 class FastapiSystem(BaselineSystem):
     """FastAPI + uvicorn (one worker): apps/fastapi_app.py, V2 JSON."""
@@ -393,18 +408,15 @@ class FastapiSystem(BaselineSystem):
 
     def launch(self, model: ModelUnderTest, port: int, workdir: Path, batching: bool) -> Launch:
         """``uvicorn fastapi_app:app --workers 1``."""
-        env = write_settings(workdir, program_settings(model, port, workdir, False))
-        return Launch(
-            argv=[
-                *(self.interpreter(), "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(APPS)),
+        return self._v2_launch(
+            model,
+            port,
+            workdir,
+            [
+                *("-m", "uvicorn", "fastapi_app:app", "--app-dir", str(APPS)),
                 *("--host", HOST, "--port", str(port), "--workers", "1"),
                 *("--log-level", "warning", "--no-access-log"),
             ],
-            ready_url=f"http://{HOST}:{port}/v2/health/ready",
-            target=f"http://{HOST}:{port}",
-            bench_args=v2_bench(model),
-            env=env,
-            cwd=workdir,
         )
 
 
@@ -419,18 +431,15 @@ class FlaskSystem(BaselineSystem):
 
     def launch(self, model: ModelUnderTest, port: int, workdir: Path, batching: bool) -> Launch:
         """``gunicorn --workers 1 --threads 4 flask_app:app``."""
-        env = write_settings(workdir, program_settings(model, port, workdir, False))
-        return Launch(
-            argv=[
-                *(self.interpreter(), "-m", "gunicorn", "--chdir", str(APPS)),
+        return self._v2_launch(
+            model,
+            port,
+            workdir,
+            [
+                *("-m", "gunicorn", "--chdir", str(APPS)),
                 *("--bind", f"{HOST}:{port}", "--workers", "1", "--threads", str(self.threads)),
                 *("--log-level", "warning", "flask_app:app"),
             ],
-            ready_url=f"http://{HOST}:{port}/v2/health/ready",
-            target=f"http://{HOST}:{port}",
-            bench_args=v2_bench(model),
-            env=env,
-            cwd=workdir,
         )
 
 

@@ -23,6 +23,7 @@ from mserve.deploy.pod import (
     PodShape,
     check_name,
     check_namespace,
+    check_replicas,
     container,
     pod_spec,
     scrape_annotations,
@@ -62,13 +63,7 @@ class KServeSpec:
             )
         if self.namespace is not None:
             check_namespace(self.namespace)
-        if self.min_replicas < 1:
-            raise ValueError(f"min replicas must be 1 or more, got {self.min_replicas}")
-        if self.max_replicas is not None and self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"max replicas ({self.max_replicas}) must be at least the min replicas "
-                f"({self.min_replicas})"
-            )
+        check_replicas(self.min_replicas, self.max_replicas)
 
     @property
     def replicas_max(self) -> int:

@@ -89,6 +89,16 @@ def check_namespace(namespace: str) -> str:
     return namespace
 
 
+def check_replicas(min_replicas: int, max_replicas: int | None) -> None:
+    """ValueError unless 1 <= min_replicas <= max_replicas (None: no maximum given)."""
+    if min_replicas < 1:
+        raise ValueError(f"min replicas must be 1 or more, got {min_replicas}")
+    if max_replicas is not None and max_replicas < min_replicas:
+        raise ValueError(
+            f"max replicas ({max_replicas}) must be at least the min replicas ({min_replicas})"
+        )
+
+
 def _check_object_name(name: str, what: str) -> None:
     if len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
         raise ValueError(
