@@ -77,7 +77,8 @@ def register(sub: Any) -> None:
         default=[],
         metavar="[NAME=]DIMS",
         help="an input's full shape, batch first, e.g. 1,3,32,32 or input_ids=1,128; repeat per "
-        "input (PyTorch: the example to trace with; scikit-learn and trees: -1,FEATURES)",
+        "input (PyTorch: the example to trace with; scikit-learn and trees: "
+        "--input-shape=-1,FEATURES, with '=' as the value starts with '-')",
     )
     p.add_argument("--output-names", metavar="A,B", help="PyTorch: names for the outputs")
     p.add_argument(
