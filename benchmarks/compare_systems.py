@@ -24,7 +24,7 @@ Run from the repository root (about 45 minutes with all ten systems)::
     python benchmarks/compare_systems.py --results benchmarks/RESULTS.md
 
 ``--quick`` tries it out with mserve and the two hand-written baselines, short steps and no SLO
-search (about 2 minutes; nothing to record). The reports of each comparison (``compare.md``,
+search (about a minute; nothing to record). The reports of each comparison (``compare.md``,
 ``compare.html``, logs, raw results) stay in ``--out`` (``benchmarks/out/compare``).
 """
 
