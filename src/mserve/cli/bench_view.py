@@ -104,11 +104,13 @@ def print_summary(result: dict[str, Any]) -> None:
             out.print(f"[red]{label}: INVALID:[/] {reason}")
         server = s.get("server")
         if server:
+            batch = server.get("avg_batch_size")
             out.print(
                 f"{label}: server per request: queue {server['queue_ms']:.3f} ms, compute input "
                 f"{server['compute_input_ms']:.3f}, infer {server['compute_infer_ms']:.3f}, "
                 f"output {server['compute_output_ms']:.3f}; network + protocol "
-                f"{server['network_protocol_ms']:.3f} ms",
+                f"{server['network_protocol_ms']:.3f} ms"
+                + (f"; {batch:g} rows per execution" if batch is not None else ""),
                 highlight=False,
             )
     slo = result.get("slo")
