@@ -66,6 +66,11 @@ def test_open_loop_sees_the_stall_that_closed_loop_hides(slow_server: Any, mserv
     # open loop: half the requests are intended during a freeze and wait up to 1 s
     assert open_loop["latency_ms"]["p90"] > 300
     assert open_loop["achieved_rate_rps"] == pytest.approx(100, rel=0.05)
+    # a constant schedule holds rate x time sends; each was sent in the window it was due in
+    assert open_loop["scheduled_rate_rps"] == pytest.approx(100, rel=0.02)
+    assert open_loop["achieved_rate_rps"] == pytest.approx(
+        open_loop["scheduled_rate_rps"], rel=0.05
+    )
     # closed loop at concurrency 1: one request waits out each freeze, thousands do not
     assert closed["latency_ms"]["p90"] < 50
     assert closed["latency_ms"]["max"] > 500

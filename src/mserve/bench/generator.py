@@ -75,6 +75,7 @@ class WindowRecord:
     errors: dict[str, int] = field(default_factory=dict)
     cpu_ns: int = 0
     backlogged: int = 0  # requests that found no free connection at max_connections
+    due: int = 0  # open loop: sends the schedule called for in this window
 
     def merge(self, other: WindowRecord) -> None:
         """Add another process's record of the same window."""
@@ -88,6 +89,7 @@ class WindowRecord:
         self.errors = merge_errors(self.errors, other.errors)
         self.cpu_ns += other.cpu_ns
         self.backlogged += other.backlogged
+        self.due += other.due
 
     def to_wire(self) -> dict[str, object]:
         return {
@@ -102,6 +104,7 @@ class WindowRecord:
             "errors": dict(self.errors),
             "cpu_ns": self.cpu_ns,
             "backlogged": self.backlogged,
+            "due": self.due,
         }
 
     @classmethod
@@ -118,6 +121,7 @@ class WindowRecord:
             errors=dict(d["errors"]),  # type: ignore[call-overload]
             cpu_ns=int(d["cpu_ns"]),  # type: ignore[call-overload]
             backlogged=int(d["backlogged"]),  # type: ignore[call-overload]
+            due=int(d.get("due", 0)),  # type: ignore[call-overload]
         )
 
 
@@ -196,6 +200,7 @@ class Generator:
         while i < n and t0 + offsets[i] <= now:
             intended = t0 + int(offsets[i])
             i += 1
+            self._window.due += 1
             if self._idle:
                 self._send(self._idle.popleft(), intended)
             else:

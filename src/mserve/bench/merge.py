@@ -202,9 +202,8 @@ def merge_steps(steps: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[dict[st
     else:
         load["rate"] = round(sum(float(s["load"]["rate"]) for _, s in steps), 6)
         step["requested_rate_rps"] = load["rate"]
-        step["achieved_rate_rps"] = round(
-            sum(float(s.get("achieved_rate_rps", 0)) for _, s in steps), 3
-        )
+        for key in ("achieved_rate_rps", "scheduled_rate_rps"):
+            step[key] = round(sum(float(s.get(key, 0)) for _, s in steps), 3)
         lags = [s.get("send_lag_ms") or {} for _, s in steps]
         step["send_lag_ms"] = _upper_bounds(lags)  # max is exact, p50 and p99 bounds
     step["generator"] = _generator(steps)
