@@ -75,10 +75,10 @@ def register(sub: Any) -> None:
         "--input-shape",  # PyTorch without it traces on the first rows of --inputs
         action="append",
         default=[],
-        metavar="[NAME=]DIMS",
-        help="an input's full shape, batch first, e.g. 1,3,32,32 or input_ids=1,128; repeat per "
-        "input (PyTorch: the example to trace with; scikit-learn and trees: "
-        "--input-shape=-1,FEATURES, with '=' as the value starts with '-')",
+        metavar="[NAME=]DIMS[:DTYPE]",
+        help="an input's full shape, batch first, e.g. 1,3,32,32 or input_ids=1,128:int64; repeat "
+        "per input (PyTorch: the example to trace with, float32 unless a dtype is given; "
+        "scikit-learn and trees: --input-shape=-1,FEATURES, with '=' as the value starts with '-')",
     )
     p.add_argument("--output-names", metavar="A,B", help="PyTorch: names for the outputs")
     p.add_argument(
@@ -153,10 +153,27 @@ def register(sub: Any) -> None:
 def _dims(text: str) -> tuple[str | None, tuple[int, ...]]:
     name, sep, dims = text.rpartition("=")
     try:
-        shape = tuple(int(d) for d in dims.split(","))
+        shape = tuple(int(d) for d in dims.partition(":")[0].split(","))
     except ValueError:
-        raise ConfigError("--input-shape", text, "[NAME=]DIMS like 1,3,32,32") from None
+        raise ConfigError(
+            "--input-shape", text, "[NAME=]DIMS[:DTYPE] like 1,3,32,32 or input_ids=1,128:int64"
+        ) from None
     return (name or None) if sep else None, shape
+
+
+def _dtypes(texts: list[str]) -> tuple[str, ...]:
+    """The dtype of each --input-shape (float32 unless it says ':DTYPE'); () when none says."""
+    import numpy as np
+
+    given = [text.rpartition("=")[2].partition(":")[2] for text in texts]
+    if not any(given):
+        return ()
+    for text, dtype in zip(texts, given, strict=True):
+        try:
+            np.dtype(dtype or "float32")
+        except TypeError:
+            raise ConfigError("--input-shape", text, "a numpy dtype like int64 after ':'") from None
+    return tuple(d or "float32" for d in given)
 
 
 def _prune(text: str) -> tuple[str, float]:
@@ -185,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         factory=args.factory,
         weights=args.weights,
         input_shapes=tuple(_dims(s) for s in args.input_shape),
+        input_dtypes=_dtypes(args.input_shape),
         output_names=_names(args.output_names),
         sequence_axis=args.sequence_axis,
         class_outputs=_names(args.class_outputs),

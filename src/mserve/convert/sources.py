@@ -36,6 +36,7 @@ class SourceSpec:
     trust: bool = False  # allow formats whose loading runs code (pickle, joblib, Keras Lambda)
     opset: int = 17
     examples: tuple[Any, ...] = ()  # PyTorch: example input arrays to trace with, in order
+    input_dtypes: tuple[str, ...] = ()  # PyTorch: the dtype of each input_shapes entry
 
     @property
     def name(self) -> str:
@@ -234,6 +235,7 @@ def _pytorch(spec: SourceSpec) -> tuple[Exported, Any]:
         source,
         input_shapes=[d for _, d in spec.input_shapes] or None,
         example_inputs=list(spec.examples) or None,
+        dtypes=list(spec.input_dtypes) or None,
         input_names=names,
         output_names=list(spec.output_names) or None,
         dynamic_axes=axes,

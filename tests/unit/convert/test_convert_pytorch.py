@@ -48,6 +48,19 @@ def cnn():
     )
 
 
+def tokens():
+    """Token ids [batch, sequence] -> embedding -> mean over the sequence -> 3 scores."""
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+        def forward(self, ids):
+            return self.head(self.embed(ids).mean(dim=1))
+
+    return Tokens()
+
+
 def not_a_module():
     return {"weights": [1, 2, 3]}
 
@@ -364,3 +377,31 @@ def test_an_invalid_graph_from_one_exporter_falls_back_to_the_other() -> None:
     (got,) = session.run(None, {"input": ids})
     assert exported.reference is not None
     np.testing.assert_allclose(got, exported.reference({"input": ids})[0], atol=1e-6)
+
+
+def test_the_cli_traces_integer_inputs_given_a_dtype(nets: ModuleType, tmp_path: Path) -> None:
+    """``--input-shape ids=2,6:int64``: token ids traced as integers, both axes left free."""
+    import onnx
+
+    from mserve.cli.main import main
+
+    out = tmp_path / "models" / "tokens"
+    argv = ["convert", f"{NETS}:tokens", "--input-shape", "ids=2,6:int64", "--sequence-axis", "1"]
+    assert main([*argv, "--out", str(out), "--no-measure", "--json"]) == 0
+    graph = onnx.load(out / "1" / "model.onnx").graph
+    (ids,) = graph.input
+    assert ids.name == "ids"
+    assert ids.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    dims = [d.dim_param or d.dim_value for d in ids.type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+
+
+def test_the_cli_refuses_an_unknown_dtype(
+    nets: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mserve.cli.main import main
+
+    argv = ["convert", f"{NETS}:tokens", "--input-shape", "ids=2,6:integer", "--no-measure"]
+    assert main([*argv, "--out", str(tmp_path / "t")]) == 3  # a config error, as bad DIMS are
+    assert "expected a numpy dtype like int64 after ':'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
