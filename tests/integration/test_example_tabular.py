@@ -6,17 +6,14 @@ summary the script writes."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from example_run import run_quick
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "tabular" / "run.py"
 MODELS = ("cancer-xgboost", "wine-lightgbm", "cancer-pipeline")
 CLIENTS = ("tfserving-rows", "tfserving-columns", "triton-http", "triton-grpc")
 DATA_ROWS = {"load_breast_cancer": 569, "load_wine": 178}
@@ -25,16 +22,7 @@ PARITY_ROWS = 512  # mserve convert compares at most this many rows of the data 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("tabular")
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    return run_quick("tabular", tmp_path_factory.mktemp("tabular"))
 
 
 def test_every_check_of_the_scenario_passed(summary: dict[str, Any]) -> None:

@@ -8,33 +8,18 @@ script exits 1 and the tests fail, they do not skip.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from example_run import run_quick
 
 pytestmark = pytest.mark.integration
-
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "text_embeddings" / "run.py"
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the quick scenario once; its summary (the test fails here when it exits non-zero)."""
-    out = tmp_path_factory.mktemp("text-embeddings")
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, f"run.py exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    doc: dict[str, Any] = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    return doc
+    return run_quick("text_embeddings", tmp_path_factory.mktemp("text-embeddings"))
 
 
 def test_the_scenario_passes_its_own_checks(summary: dict[str, Any]) -> None:
