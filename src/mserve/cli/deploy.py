@@ -60,7 +60,7 @@ def _register_monitoring(targets: Any) -> None:
         help="a Grafana dashboard, Prometheus alert rules and a scrape config",
         description=(
             "Write a Grafana dashboard, Prometheus alert rules and a minimal prometheus.yml over "
-            "the metrics of 'mserve serve' (GET /metrics; see docs/monitoring.md)."
+            "the metrics of 'mserve serve' (GET /metrics; see docs/metrics.md)."
         ),
         epilog=MONITORING_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

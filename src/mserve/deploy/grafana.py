@@ -1,4 +1,4 @@
-"""A Grafana dashboard over the metrics of ``GET /metrics`` (docs/monitoring.md): a pure
+"""A Grafana dashboard over the metrics of ``GET /metrics`` (docs/metrics.md): a pure
 function returning the dashboard's JSON as a dict."""
 
 from __future__ import annotations

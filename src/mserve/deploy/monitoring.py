@@ -1,4 +1,4 @@
-"""Monitoring assets over the metrics of ``GET /metrics`` (docs/monitoring.md), written as
+"""Monitoring assets over the metrics of ``GET /metrics`` (docs/metrics.md), written as
 files: a Grafana dashboard (:mod:`mserve.deploy.grafana`), Prometheus alert rules and a minimal
 scrape config (:mod:`mserve.deploy.prometheus`). Nothing here runs a process or opens a socket.
 """

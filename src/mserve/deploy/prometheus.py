@@ -1,4 +1,4 @@
-"""Prometheus alert rules and a minimal scrape config over mserve's metrics (docs/monitoring.md),
+"""Prometheus alert rules and a minimal scrape config over mserve's metrics (docs/metrics.md),
 for open or secured servers (HTTPS, an API key): pure functions returning dicts ready for
 ``yaml.safe_dump``."""
 

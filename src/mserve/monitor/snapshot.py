@@ -1,6 +1,6 @@
 """One scrape of ``/metrics``, normalised: per model cumulative counts and sums, in seconds.
 
-Two flavours are recognised. mserve's metrics are those of docs/monitoring.md (durations in
+Two flavours are recognised. mserve's metrics are those of docs/metrics.md (durations in
 seconds, histograms with buckets). Triton's are cumulative counters in microseconds
 (``nv_inference_*``), optionally with summaries (``nv_inference_request_summary_us``) whose
 quantiles the server computes itself. Both become the same :class:`Snapshot`, summed over the

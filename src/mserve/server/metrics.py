@@ -57,7 +57,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _LATENCY_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds in nanoseconds
 
-#: One outcome per error class, most specific first (see docs/monitoring.md).
+#: One outcome per error class, most specific first (see docs/metrics.md).
 OUTCOMES: tuple[tuple[type[errors.MserveError], str], ...] = (
     (errors.ServerBusy, "overloaded"),
     (errors.InvalidRequest, "bad_request"),
@@ -468,7 +468,7 @@ class ModelMetrics:
 
 
 class ServerMetrics:
-    """Every metric of docs/monitoring.md on one registry."""
+    """Every metric of docs/metrics.md on one registry."""
 
     def __init__(self, registry: Registry | None = None) -> None:
         r = self.registry = registry or Registry()

@@ -25,7 +25,7 @@ from mserve.deploy.monitoring import (
     write_monitoring_assets,
 )
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "monitoring.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
 METRIC = re.compile(r"\b((?:mserve|process)_[a-z_]+)\b(\{[^}]*\})?")
 ALERTS = {
     "MserveHighP99Latency",
@@ -37,7 +37,7 @@ ALERTS = {
 
 
 def _documented() -> dict[str, tuple[str, str]]:
-    """Metric name -> (type, labels) from the tables of docs/monitoring.md."""
+    """Metric name -> (type, labels) from the tables of docs/metrics.md."""
     row = re.compile(r"^\| `(\w+)` \| (counter|gauge|histogram) \|([^|]*)\|", re.MULTILINE)
     found = {m[1]: (m[2], m[3].strip()) for m in row.finditer(DOC.read_text(encoding="utf-8"))}
     assert "mserve_requests_total" in found, "the doc's metric tables changed shape"
@@ -73,7 +73,7 @@ def test_every_metric_in_the_assets_is_documented() -> None:
         names = [m[1] for m in METRIC.finditer(expr)]
         assert names, f"no mserve metric in {expr!r}"
         for name in names:
-            assert _metric_type(name, documented), f"{name} is not in docs/monitoring.md"
+            assert _metric_type(name, documented), f"{name} is not in docs/metrics.md"
             used.add(name)
     # the dashboard covers the brief: latency phases, batches, process, GPU and drift
     for name in (

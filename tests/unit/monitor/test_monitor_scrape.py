@@ -31,7 +31,7 @@ def mserve_text(
     batches: tuple[int, int],  # executions, rows
     cpu: float,
 ) -> str:
-    """mserve's /metrics as docs/monitoring.md describes it: digits version 1 over two
+    """mserve's /metrics as docs/metrics.md describes it: digits version 1 over two
     protocols (gRPC fixed at 5 requests), an unloaded version 2, iris loading, and 2 requests
     for an unknown model."""
     b1, b2, b5 = http_buckets
