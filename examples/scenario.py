@@ -7,11 +7,8 @@ Nothing here knows about any one scenario.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -70,22 +67,16 @@ def bench_cpus() -> tuple[str | None, str | None]:
 
 
 def machine() -> dict[str, Any]:
-    """The facts a reader needs to compare our figures with theirs."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """The facts a reader needs to compare our figures with theirs (the benchmarks' own, cut
+    down to one line's worth)."""
+    facts = hoststats.machine_facts(ROOT, ())
     return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": model.group(1).strip() if model else platform.processor() or "unknown CPU",
+        "date": facts["date"],
+        "cpu": facts["cpu_model"] or "unknown CPU",
         "cpus": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
+        "python": facts["versions"]["python"],
         "mserve": mserve.__version__,
-        "commit": commit.stdout.strip() or None,
+        "commit": facts["git_commit"] or None,
     }
 
 
