@@ -12,14 +12,7 @@ from typing import Any
 
 from mserve import __version__
 from mserve.bench.report.figures import BASE_LAYOUT, Figure, colour
-from mserve.bench.report.html import (
-    CSP,
-    DATA_ID,
-    RENDER_JS,
-    STYLE,
-    figure_section,
-    script_json,
-)
+from mserve.bench.report.html import STYLE, figure_section, page
 from mserve.compare.report import BASELINE, Row, rows, setup_lines, skipped, table
 from mserve.compare.result import FAILED, OK
 
@@ -142,8 +135,6 @@ def throughput_at_slo(measured: list[tuple[int, Row]], slo: str) -> Figure:
 
 def to_html(doc: dict[str, Any], plotly_source: str) -> str:
     """The whole page. ``plotly_source`` is plotly.js itself, inlined once."""
-    if "</script" in plotly_source.lower():
-        raise ValueError("the plotly.js source contains '</script': it cannot be inlined")
     figs = figures(doc)
     name = (doc.get("model") or {}).get("name")
     payload = {"figures": {f.id: f.spec for f in figs if f.spec is not None}}
@@ -157,27 +148,7 @@ def to_html(doc: dict[str, Any], plotly_source: str) -> str:
         f"{escape(str(doc.get('schema')))} document, measured {escape(str(doc.get('created')))}."
         "</p>",
     ]
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>mserve compare: {escape(str(name))}</title>",
-            f"<style>{STYLE}{EXTRA_STYLE}</style>",
-            "</head>",
-            "<body>",
-            *body,
-            f'<script type="application/json" id="{DATA_ID}">{script_json(payload)}</script>',
-            f"<script>{plotly_source}</script>",
-            f"<script>{RENDER_JS}</script>",
-            "</body>",
-            "</html>",
-            "",
-        ]
-    )
+    return page(f"mserve compare: {name}", body, payload, plotly_source, STYLE + EXTRA_STYLE)
 
 
 def _inline_code(line: str) -> str:

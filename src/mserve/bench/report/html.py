@@ -87,7 +87,6 @@ def plotted(doc: dict[str, Any], figs: list[Figure]) -> dict[str, Any]:
 def to_html(doc: dict[str, Any], plotly_source: str) -> str:
     """The whole page. ``plotly_source`` is plotly.js itself (see ``plotly_js``), inlined once."""
     figs = figures(doc)
-    title = f"mserve bench report {doc.get('id', '')}"
     body = [
         _header(doc),
         _steps_table(doc),
@@ -96,6 +95,12 @@ def to_html(doc: dict[str, Any], plotly_source: str) -> str:
         f'<p class="sub">Rendered by mserve {escape(__version__)} from a '
         f"{escape(str(doc.get('schema')))} document.</p>",
     ]
+    return page(f"mserve bench report {doc.get('id', '')}", body, plotted(doc, figs), plotly_source)
+
+
+def page(title: str, body: list[str], payload: Any, plotly_source: str, style: str = STYLE) -> str:
+    """A self-contained page: ``body`` (HTML), the figures' ``payload`` as JSON, plotly.js
+    inlined once and the script that draws them; one page shell for every mserve report."""
     if "</script" in plotly_source.lower():
         raise ValueError("the plotly.js source contains '</script': it cannot be inlined")
     return "\n".join(
@@ -107,12 +112,11 @@ def to_html(doc: dict[str, Any], plotly_source: str) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{escape(title)}</title>",
-            f"<style>{STYLE}</style>",
+            f"<style>{style}</style>",
             "</head>",
             "<body>",
             *body,
-            f'<script type="application/json" id="{DATA_ID}">{script_json(plotted(doc, figs))}'
-            "</script>",
+            f'<script type="application/json" id="{DATA_ID}">{script_json(payload)}</script>',
             f"<script>{plotly_source}</script>",
             f"<script>{RENDER_JS}</script>",
             "</body>",
